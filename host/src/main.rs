@@ -1,1 +1,222 @@
-fn main() {}
+//! The `eventhost` command.
+//!
+//! Run with: `cargo run -- run examples/hello/eventhost.toml`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use eventhost::app::{Host, RunningHost, load_plugins};
+use eventhost::config::{BusConfig, Config};
+use eventhost::runtime::{Registry, Runtime, RuntimeSettings};
+use eventhost::state::EmbeddedStore;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for an invalid configuration (EX_USAGE in sysexits.h).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Runs event-driven business logic as sandboxed WebAssembly components"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the host described by CONFIG until SIGINT or SIGTERM.
+    Run {
+        /// The eventhost.toml file.
+        config: PathBuf,
+    },
+    /// Validates CONFIG and the plugins it names; exits 0 when valid, 64 when not.
+    Check {
+        /// The eventhost.toml file.
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => run(config).await,
+            Command::Check { config } => check(config).await,
+        }
+    })
+}
+
+fn load_config(path: &PathBuf) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+async fn check(path: PathBuf) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    // Plugins are compiled and checked exactly as `run` would, against a throwaway store.
+    let scratch = match tempfile_store() {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = RuntimeSettings {
+        max_memory_bytes: (config.runtime.max_memory_mib as usize) << 20,
+        max_instances: config.runtime.max_concurrency,
+    };
+    let loaded = match Runtime::new(settings, scratch.1) {
+        Ok(runtime) => load_plugins(&Arc::new(runtime), &config).await,
+        Err(e) => Err(e),
+    };
+    match loaded {
+        Ok(plugins) => {
+            println!("{}: valid", path.display());
+            for plugin in plugins {
+                let exports = plugin.exports();
+                println!(
+                    "  plugin {} {} (message-handler: {}, http-handler: {})",
+                    plugin.info.name, plugin.info.version, exports.message, exports.http
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn tempfile_store() -> anyhow::Result<(PathBuf, Arc<dyn eventhost::state::StateStore>)> {
+    let path = std::env::temp_dir().join(format!("eventhost-check-{}.redb", std::process::id()));
+    let store = EmbeddedStore::open(&path)?;
+    let _ = std::fs::remove_file(&path);
+    Ok((path, Arc::new(store)))
+}
+
+async fn run(path: PathBuf) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let host = match Host::build(config).await {
+        Ok(host) => host,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let summary = summary(host.config(), host.dispatcher().registry());
+    let running = match host.start().await {
+        Ok(running) => running,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("eventhost listening on http://{}", running.addr);
+    print!("{summary}");
+    spawn_signal_handler(running.shutdown_token());
+    finish(running).await
+}
+
+async fn finish(running: RunningHost) -> ExitCode {
+    match running.wait().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::error!("cannot listen for SIGTERM: {e}");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+        shutdown.cancel();
+    });
+}
+
+/// The start-up summary: bus, state, plugins with versions and limits, subscriptions, routes.
+fn summary(config: &Config, registry: &Registry) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let bus = match &config.bus {
+        BusConfig::Embedded => "embedded (in-process, no broker)".to_string(),
+        BusConfig::Kafka(kafka) => format!("kafka at {}", kafka.bootstrap),
+    };
+    let _ = writeln!(out, "  bus:    {bus}");
+    let _ = writeln!(out, "  state:  {}", config.state.path.display());
+    if let Some(dir) = &config.server.static_dir {
+        let _ = writeln!(out, "  static: {}", dir.display());
+    }
+    let _ = writeln!(out, "  plugins:");
+    for (plugin, _) in registry.all() {
+        let info = &plugin.info;
+        let _ = writeln!(
+            out,
+            "    {:<12} {}  memory {} MiB, timeout {} ms  ({})",
+            info.name,
+            info.version,
+            info.memory_bytes >> 20,
+            info.timeout.as_millis(),
+            info.source.display()
+        );
+    }
+    if !config.subscriptions.is_empty() {
+        let _ = writeln!(out, "  subscriptions:");
+        for sub in &config.subscriptions {
+            let _ = writeln!(
+                out,
+                "    {:<12} -> {:<12} group {}, {} attempts, dead letters to {}",
+                sub.topic, sub.plugin, sub.group, sub.retry.attempts, sub.dead_letter
+            );
+        }
+    }
+    if !config.routes.is_empty() {
+        let _ = writeln!(out, "  routes:");
+        for route in &config.routes {
+            let _ = writeln!(
+                out,
+                "    {:<7}{:<36} -> {}",
+                route.method, route.path, route.plugin
+            );
+        }
+    }
+    out
+}

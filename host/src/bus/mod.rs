@@ -1,0 +1,99 @@
+//! The message bus: publishing with acknowledgement, and subscriptions that hand each record to
+//! a handler in partition order and commit its offset only after the handler is done.
+//!
+//! Two implementations pass the same conformance tests: [`EmbeddedBus`] (in-process, the
+//! default) and `KafkaBus` (rdkafka). Retries and dead letters are not the bus's job: they live
+//! in the dispatcher, so they behave the same on both.
+
+mod embedded;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use embedded::EmbeddedBus;
+
+use crate::runtime::OutMessage;
+
+/// A consumed record and its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Topic it was read from.
+    pub topic: String,
+    /// Partition within the topic.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// Partitioning key.
+    pub key: Option<Vec<u8>>,
+    /// Payload.
+    pub value: Vec<u8>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Publish time in milliseconds since the Unix epoch, when known.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// What a handler tells the bus once it is done with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Its effects are applied (or it was dead-lettered): commit the offset and go on.
+    Commit,
+    /// The host is shutting down before the record was finished: do not commit it, stop.
+    Stop,
+}
+
+/// Called for each record of a subscription, one at a time per partition.
+pub type RecordHandler = Arc<dyn Fn(Record) -> BoxFuture<'static, Handled> + Send + Sync>;
+
+/// Declares a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Replication factor (ignored by the embedded bus).
+    pub replication: i16,
+}
+
+/// Why the bus could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    /// The topic does not exist.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// The broker did not acknowledge, or cannot be reached.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else, e.g. an invalid subscription.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A message bus. See the module docs for the guarantees.
+pub trait Bus: Send + Sync + 'static {
+    /// Creates the topics that do not exist yet.
+    fn ensure_topics(&self, topics: Vec<TopicSpec>) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// Publishes `messages`; resolves once the bus acknowledged every one of them (they are
+    /// durable as far as this bus goes), or with an error if any was not.
+    fn publish(&self, messages: Vec<OutMessage>) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// Consumes `topic` as consumer group `group`, from the group's committed offsets. Each
+    /// partition is handled by its own task, one record at a time; an offset is committed after
+    /// the handler returned [`Handled::Commit`]. The returned task ends once `shutdown` fired
+    /// and every in-flight record was finished.
+    fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        handler: RecordHandler,
+        shutdown: CancellationToken,
+    ) -> Result<JoinHandle<()>, BusError>;
+
+    /// A short description for the start-up summary, e.g. `embedded (in-process)`.
+    fn describe(&self) -> String;
+}

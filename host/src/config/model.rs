@@ -1,0 +1,342 @@
+//! The validated configuration the rest of the host works with.
+//!
+//! Every reference has been checked (a route's plugin exists, a subscription's topic is
+//! declared, ...), every default filled in, and every relative path resolved against the
+//! directory of the file that declared it.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole deployment: what the host listens on, which bus and store it uses, and which
+/// plugins it runs bound to which topics and routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file the configuration was loaded from, as given to [`Config::load`].
+    pub file: PathBuf,
+    /// `[server]`: the HTTP side.
+    pub server: ServerConfig,
+    /// `[bus]`: where topics live.
+    pub bus: BusConfig,
+    /// `[state]`: where plugin state is stored.
+    pub state: StateConfig,
+    /// `[runtime]`: the WebAssembly engine.
+    pub runtime: RuntimeConfig,
+    /// `[[topic]]` tables by name, plus the default dead-letter topics of subscriptions.
+    pub topics: BTreeMap<String, TopicConfig>,
+    /// `[plugin.<name>]` tables by name.
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// `[[subscription]]` tables in file order.
+    pub subscriptions: Vec<SubscriptionConfig>,
+    /// `[[route]]` tables in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: the HTTP listener.
+///
+/// ```toml
+/// [server]
+/// listen = "0.0.0.0:8080"
+/// admin_listen = "127.0.0.1:9090"
+/// static_dir = "web"
+/// body_limit_kib = 1024
+/// shutdown_grace_ms = 10000
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address of the HTTP listener (`listen`, an `ip:port`). Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Separate address for the admin, health and metrics routes (`admin_listen`).
+    /// Default `None`: they are served on `listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// Directory of static files served at `/` (`static_dir`), resolved against the config
+    /// file's directory. Default `None`: no static files.
+    pub static_dir: Option<PathBuf>,
+    /// Largest accepted request body in bytes (`body_limit_kib`, in KiB). Default 1 MiB.
+    pub body_limit_bytes: usize,
+    /// How long in-flight requests and events may take to finish on shutdown
+    /// (`shutdown_grace_ms`). Default 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// Default of `listen`.
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+    /// Default of `body_limit_kib`.
+    pub const DEFAULT_BODY_LIMIT_KIB: u64 = 1024;
+    /// Default of `shutdown_grace_ms`.
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+}
+
+/// `[bus]`: where topics live. Without a `[bus]` table, or with `kind = "embedded"`, the
+/// in-process log is used.
+///
+/// ```toml
+/// [bus]
+/// kind = "kafka"
+/// bootstrap = "127.0.0.1:9092"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BusConfig {
+    /// `kind = "embedded"`: an in-process partitioned log; takes no other keys.
+    #[default]
+    Embedded,
+    /// `kind = "kafka"`: an Apache Kafka cluster.
+    Kafka(KafkaConfig),
+}
+
+/// The keys of `[bus]` with `kind = "kafka"`.
+///
+/// ```toml
+/// [bus]
+/// kind = "kafka"
+/// bootstrap = "broker-1:9092,broker-2:9092"
+/// client_id = "eventhost"
+/// [bus.options]
+/// "linger.ms" = 5
+/// "compression.type" = "lz4"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of brokers (`bootstrap`, librdkafka's
+    /// `bootstrap.servers`). Required.
+    pub bootstrap: String,
+    /// librdkafka's `client.id` (`client_id`). Default `"eventhost"`.
+    pub client_id: String,
+    /// Raw librdkafka properties from `[bus.options]`, passed through unchanged. Values may be
+    /// TOML strings, integers or booleans and are stored as strings. Properties the host
+    /// manages itself ([`KafkaConfig::RESERVED_OPTIONS`]) are rejected. Default empty.
+    pub options: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Default of `client_id`.
+    pub const DEFAULT_CLIENT_ID: &str = "eventhost";
+    /// librdkafka properties that may not appear in `[bus.options]`, with what to do instead:
+    /// they are set from other keys, or fixed by the host to keep its delivery guarantees
+    /// (idempotent producer with `acks=all`, offsets stored only after effects).
+    pub const RESERVED_OPTIONS: &[(&str, &str)] = &[
+        ("bootstrap.servers", "set bus.bootstrap instead"),
+        ("metadata.broker.list", "set bus.bootstrap instead"),
+        ("client.id", "set bus.client_id instead"),
+        ("group.id", "set group on the subscription instead"),
+        (
+            "enable.auto.commit",
+            "the host commits offsets after effects",
+        ),
+        (
+            "enable.auto.offset.store",
+            "the host stores offsets after effects",
+        ),
+        (
+            "enable.idempotence",
+            "the host always uses an idempotent producer",
+        ),
+        ("acks", "the host always uses acks=all"),
+        ("request.required.acks", "the host always uses acks=all"),
+    ];
+}
+
+/// `[state]`: the embedded durable key-value store.
+///
+/// ```toml
+/// [state]
+/// path = "data/state.redb"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// The store's file (`path`), resolved against the config file's directory.
+    /// Default `data/state.redb`.
+    pub path: PathBuf,
+}
+
+impl StateConfig {
+    /// Default of `path`, before resolution.
+    pub const DEFAULT_PATH: &str = "data/state.redb";
+}
+
+/// `[runtime]`: the WebAssembly engine.
+///
+/// ```toml
+/// [runtime]
+/// plugins_dir = "plugins"
+/// max_memory_mib = 512
+/// max_concurrency = 256
+/// cache_dir = "data/cache"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Where `<name>.wasm` files live and are watched for changes (`plugins_dir`), resolved
+    /// against the config file's directory. Default `plugins`.
+    pub plugins_dir: PathBuf,
+    /// Ceiling for any plugin's `limits.memory_mib` (`max_memory_mib`). Default 512.
+    pub max_memory_mib: u64,
+    /// Most plugin instances alive at once, across all plugins (`max_concurrency`).
+    /// Default 256.
+    pub max_concurrency: u32,
+    /// Directory for compiled-artifact caching (`cache_dir`), resolved against the config
+    /// file's directory. Default `None`: no cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl RuntimeConfig {
+    /// Default of `plugins_dir`, before resolution.
+    pub const DEFAULT_PLUGINS_DIR: &str = "plugins";
+    /// Default of `max_memory_mib`.
+    pub const DEFAULT_MAX_MEMORY_MIB: u64 = 512;
+    /// Default of `max_concurrency`.
+    pub const DEFAULT_MAX_CONCURRENCY: u32 = 256;
+}
+
+/// `[[topic]]`: a topic the host creates if missing.
+///
+/// ```toml
+/// [[topic]]
+/// name = "orders"
+/// partitions = 3
+/// replication = 1
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// The topic's name (`name`, required): 1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..`.
+    pub name: String,
+    /// Number of partitions (`partitions`), at least 1. Default 3.
+    pub partitions: u32,
+    /// Replication factor (`replication`), at least 1, or -1 for the broker's default.
+    /// Default 1.
+    pub replication: i16,
+}
+
+impl TopicConfig {
+    /// Default of `partitions`.
+    pub const DEFAULT_PARTITIONS: u32 = 3;
+    /// Default of `replication`.
+    pub const DEFAULT_REPLICATION: i16 = 1;
+}
+
+/// `[plugin.<name>]`: a WebAssembly component and what it may do.
+///
+/// ```toml
+/// [plugin.payment]
+/// path = "plugins/payment.wasm"
+/// publish = ["payments"]
+/// config = { processing_delay_ms = 5000 }
+/// limits = { memory_mib = 64, timeout_ms = 10000 }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfig {
+    /// The table's name: `[a-z0-9][a-z0-9_-]*`.
+    pub name: String,
+    /// The component file (`path`). Relative paths are resolved against the directory of the
+    /// file that declares the plugin. Default `<plugins_dir>/<name>.wasm`.
+    pub path: PathBuf,
+    /// Topics the plugin may send to (`publish`); each is a `[[topic]]`. Default none.
+    pub publish: Vec<String>,
+    /// Values the plugin reads through the `config` interface (`config`); TOML strings,
+    /// integers, floats and booleans, stored as strings (`5000`, `0.5`, `true`).
+    /// Default empty.
+    pub config: BTreeMap<String, String>,
+    /// Resource limits of each instance (`limits`).
+    pub limits: Limits,
+}
+
+/// `limits = { .. }` of a plugin: what one instance may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear-memory ceiling in MiB (`memory_mib`), from 1 to `runtime.max_memory_mib`.
+    /// Default 64, or `runtime.max_memory_mib` when that is lower.
+    pub memory_mib: u64,
+    /// Wall-clock time one input may take (`timeout_ms`), at least 1 ms. Default 5 s.
+    pub timeout: Duration,
+}
+
+impl Limits {
+    /// Default of `memory_mib`.
+    pub const DEFAULT_MEMORY_MIB: u64 = 64;
+    /// Default of `timeout_ms`.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+}
+
+/// `[[subscription]]`: a plugin consuming a topic.
+///
+/// ```toml
+/// [[subscription]]
+/// topic = "orders"
+/// plugin = "payment"
+/// group = "payment-service"
+/// dead_letter = "orders.dlq"
+/// retry = { attempts = 5, backoff_ms = 200, max_backoff_ms = 10000 }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionConfig {
+    /// The consumed topic (`topic`, required); a `[[topic]]`.
+    pub topic: String,
+    /// The handling plugin (`plugin`, required); a `[plugin.<name>]`.
+    pub plugin: String,
+    /// Consumer group (`group`). Default the plugin's name.
+    pub group: String,
+    /// Where inputs go that fail for good (`dead_letter`). An explicit value must be a
+    /// `[[topic]]`; the default `<topic>.dlq` is added to [`Config::topics`] with one
+    /// partition (and the consumed topic's replication) unless declared.
+    pub dead_letter: String,
+    /// How failed inputs are retried (`retry`).
+    pub retry: RetryPolicy,
+}
+
+/// `retry = { .. }` of a subscription: exponential backoff between tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total tries including the first (`attempts`), at least 1. Default 3.
+    pub attempts: u32,
+    /// Wait before the second try, doubled after each further one (`backoff_ms`).
+    /// Default 100 ms.
+    pub backoff: Duration,
+    /// Longest wait between tries (`max_backoff_ms`), not below `backoff_ms`. Default 10 s.
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// Default of `attempts`.
+    pub const DEFAULT_ATTEMPTS: u32 = 3;
+    /// Default of `backoff_ms`.
+    pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(100);
+    /// Default of `max_backoff_ms`.
+    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: Self::DEFAULT_ATTEMPTS,
+            backoff: Self::DEFAULT_BACKOFF,
+            max_backoff: Self::DEFAULT_MAX_BACKOFF,
+        }
+    }
+}
+
+/// `[[route]]`: an HTTP route served by a plugin.
+///
+/// ```toml
+/// [[route]]
+/// method = "POST"
+/// path = "/api/cart/checkout/{cart_id}"
+/// plugin = "cart"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// HTTP method (`method`), upper-cased: `GET`, `POST`, `PUT`, `DELETE`, `PATCH`, `HEAD`
+    /// or `OPTIONS`.
+    pub method: String,
+    /// Path pattern (`path`) in axum syntax: starts with `/`; a segment may be a parameter
+    /// `{name}`, and the last one a catch-all `{*name}`. Parameter names are unique.
+    pub path: String,
+    /// The handling plugin (`plugin`); a `[plugin.<name>]`.
+    pub plugin: String,
+}
+
+impl RouteConfig {
+    /// The accepted values of `method`.
+    pub const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+}

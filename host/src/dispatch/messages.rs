@@ -1,0 +1,191 @@
+//! Consumed records: retries with exponential backoff, then the dead-letter topic.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use super::commit::{PLUGIN_HEADER, VERSION_HEADER};
+use super::{Dispatcher, InputError};
+use crate::bus::{Handled, Record, RecordHandler};
+use crate::runtime::{Delivery, Message, OutMessage};
+
+/// What the dispatcher needs to know about one subscription.
+#[derive(Debug, Clone)]
+pub struct SubscriptionRuntime {
+    /// The consumed topic.
+    pub topic: String,
+    /// The plugin that handles it.
+    pub plugin: String,
+    /// The consumer group.
+    pub group: String,
+    /// Where inputs go when they cannot be handled.
+    pub dead_letter: String,
+    /// Total tries per input, including the first.
+    pub attempts: u32,
+    /// Delay before the first retry; doubles with each retry.
+    pub backoff: Duration,
+    /// Upper bound of the delay.
+    pub max_backoff: Duration,
+}
+
+impl SubscriptionRuntime {
+    fn delay_before(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(2));
+        self.backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+}
+
+impl Dispatcher {
+    /// The bus-facing handler of a subscription.
+    pub fn record_handler(
+        self: &Arc<Self>,
+        sub: SubscriptionRuntime,
+        shutdown: CancellationToken,
+    ) -> RecordHandler {
+        let (dispatcher, sub) = (self.clone(), Arc::new(sub));
+        Arc::new(move |record| {
+            let (dispatcher, sub, shutdown) = (dispatcher.clone(), sub.clone(), shutdown.clone());
+            async move { dispatcher.deliver(&sub, record, &shutdown).await }.boxed()
+        })
+    }
+
+    /// Handles one record until it commits or is dead-lettered. Returns [`Handled::Stop`] only
+    /// when shutdown interrupts a retry wait, leaving the record uncommitted.
+    pub async fn deliver(
+        &self,
+        sub: &SubscriptionRuntime,
+        record: Record,
+        shutdown: &CancellationToken,
+    ) -> Handled {
+        let label: Arc<str> =
+            format!("{}/{}@{}", record.topic, record.partition, record.offset).into();
+        let mut attempt = 1;
+        loop {
+            let delivery = Arc::new(to_delivery(&record, attempt));
+            let result = self
+                .execute(&sub.plugin, label.clone(), move |runtime, loaded, label| {
+                    runtime.handle_message(loaded, &delivery, label)
+                })
+                .await;
+            let error = match result {
+                Ok(()) => return Handled::Commit,
+                Err(error) => error,
+            };
+            tracing::warn!(plugin = %sub.plugin, input = %label, attempt, kind = error.kind(), "input failed: {error}");
+            if !error.is_retryable() || attempt >= sub.attempts {
+                return self
+                    .dead_letter(sub, &record, &error, attempt, shutdown)
+                    .await;
+            }
+            attempt += 1;
+            tokio::select! {
+                _ = shutdown.cancelled() => return Handled::Stop,
+                _ = tokio::time::sleep(sub.delay_before(attempt)) => {}
+            }
+        }
+    }
+
+    /// Publishes the record to the dead-letter topic, retrying until the bus takes it: an
+    /// input's offset is never committed before it is somewhere durable.
+    async fn dead_letter(
+        &self,
+        sub: &SubscriptionRuntime,
+        record: &Record,
+        error: &InputError,
+        attempts: u32,
+        shutdown: &CancellationToken,
+    ) -> Handled {
+        let version = self
+            .registry
+            .get(&sub.plugin)
+            .map(|p| p.info.version.clone())
+            .unwrap_or_else(|| "-".into());
+        let mut headers = record.headers.clone();
+        headers.extend(dead_letter_headers(sub, record, error, attempts, &version));
+        let message = OutMessage {
+            topic: sub.dead_letter.clone(),
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers,
+        };
+        let mut delay = sub.backoff;
+        loop {
+            match self.bus.publish(vec![message.clone()]).await {
+                Ok(()) => {
+                    tracing::warn!(plugin = %sub.plugin, input = %format!("{}/{}@{}", record.topic, record.partition, record.offset),
+                        dead_letter = %sub.dead_letter, "dead-lettered after {attempts} attempt(s): {error}");
+                    return Handled::Commit;
+                }
+                Err(e) => {
+                    tracing::error!(dead_letter = %sub.dead_letter, "cannot dead-letter yet: {e}")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Handled::Stop,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(sub.max_backoff);
+        }
+    }
+}
+
+/// The headers that say why a record was dead-lettered.
+pub fn dead_letter_headers(
+    sub: &SubscriptionRuntime,
+    record: &Record,
+    error: &InputError,
+    attempts: u32,
+    version: &str,
+) -> Vec<(String, Vec<u8>)> {
+    [
+        ("eventhost-dlq-reason", error.to_string()),
+        ("eventhost-dlq-kind", error.kind().to_string()),
+        ("eventhost-dlq-topic", record.topic.clone()),
+        ("eventhost-dlq-partition", record.partition.to_string()),
+        ("eventhost-dlq-offset", record.offset.to_string()),
+        ("eventhost-dlq-group", sub.group.clone()),
+        ("eventhost-dlq-attempts", attempts.to_string()),
+        (PLUGIN_HEADER, sub.plugin.clone()),
+        (VERSION_HEADER, version.to_string()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value.into_bytes()))
+    .collect()
+}
+
+fn to_delivery(record: &Record, attempt: u32) -> Delivery {
+    Delivery {
+        message: Message {
+            topic: record.topic.clone(),
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers: record.headers.clone(),
+        },
+        partition: record.partition,
+        offset: record.offset,
+        timestamp_ms: record.timestamp_ms,
+        attempt,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let sub = SubscriptionRuntime {
+            topic: "t".into(),
+            plugin: "p".into(),
+            group: "g".into(),
+            dead_letter: "t.dlq".into(),
+            attempts: 10,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+        };
+        let delays: Vec<_> = (2..=6).map(|a| sub.delay_before(a).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 500, 500]);
+    }
+}

@@ -1,0 +1,220 @@
+//! The HTTP front: configured routes dispatched to plugins, an optional static folder,
+//! `/healthz`, and JSON errors for everything else.
+
+mod error;
+mod routes;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use percent_encoding::percent_decode_str;
+use tower::ServiceExt as _;
+use tower_http::services::ServeDir;
+
+pub use error::ApiError;
+pub use routes::{Match, Route, RouteTable};
+
+use crate::dispatch::{Dispatcher, InputError};
+use crate::runtime::{Failure, HttpRequest, HttpResponse, InvokeError};
+
+/// What the HTTP handlers share.
+pub struct HttpState {
+    dispatcher: Arc<Dispatcher>,
+    routes: RwLock<Arc<RouteTable>>,
+    body_limit: usize,
+    static_dir: Option<PathBuf>,
+}
+
+impl HttpState {
+    /// State for a server dispatching `routes` to `dispatcher`.
+    pub fn new(
+        dispatcher: Arc<Dispatcher>,
+        routes: RouteTable,
+        body_limit: usize,
+        static_dir: Option<PathBuf>,
+    ) -> Self {
+        HttpState {
+            dispatcher,
+            routes: RwLock::new(Arc::new(routes)),
+            body_limit,
+            static_dir,
+        }
+    }
+
+    /// Replaces the route table; requests already matched keep their route.
+    pub fn set_routes(&self, routes: RouteTable) {
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routes);
+    }
+
+    fn routes(&self) -> Arc<RouteTable> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The application router. Tests drive it with `oneshot`, without a port.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn dispatch(State(state): State<Arc<HttpState>>, request: Request) -> Response {
+    let routes = state.routes();
+    let path = request.uri().path().to_string();
+    match routes.find(request.method().as_str(), &path) {
+        Match::Found(route, params) => match call_plugin(&state, route, params, request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        },
+        Match::MethodNotAllowed(allow) => ApiError {
+            allow: allow.clone(),
+            ..ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} allows {}", allow.join(", ")),
+            )
+        }
+        .into_response(),
+        Match::NotFound => serve_static(&state, request).await,
+    }
+}
+
+async fn serve_static(state: &HttpState, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let Some(dir) = &state.static_dir else {
+        return ApiError::not_found(&path).into_response();
+    };
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return ApiError::not_found(&path).into_response();
+    }
+    match ServeDir::new(dir).oneshot(request).await {
+        Ok(response) if response.status() != StatusCode::NOT_FOUND => response.map(Body::new),
+        _ => ApiError::not_found(&path).into_response(),
+    }
+}
+
+async fn call_plugin(
+    state: &HttpState,
+    route: &Route,
+    params: Vec<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body is larger than the limit of {} bytes",
+                state.body_limit
+            ),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > state.body_limit) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, state.body_limit)
+        .await
+        .map_err(|_| too_large())?;
+    let params = params
+        .into_iter()
+        .map(|(name, raw)| match percent_decode_str(&raw).decode_utf8() {
+            Ok(value) => Ok((name, value.into_owned())),
+            Err(_) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("path parameter {name} is not valid UTF-8"),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let request = HttpRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        params,
+        headers: header_pairs(&parts.headers),
+        body: body.to_vec(),
+    };
+    let label = format!("{} {}", request.method, request.path);
+    match state.dispatcher.handle_http(&route.plugin, request).await {
+        Ok(response) => to_response(&route.plugin, response),
+        Err(error) => Err(plugin_error(&route.plugin, &label, error)),
+    }
+}
+
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect()
+}
+
+fn to_response(plugin: &str, response: HttpResponse) -> Result<Response, ApiError> {
+    let invalid = |what: String| {
+        tracing::warn!(plugin, "plugin returned an invalid response: {what}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("plugin {plugin} returned an invalid response"),
+        )
+    };
+    let status = StatusCode::from_u16(response.status)
+        .map_err(|_| invalid(format!("status {}", response.status)))?;
+    let mut headers = HeaderMap::new();
+    for (name, value) in response.headers {
+        let name = HeaderName::try_from(name.as_str())
+            .map_err(|_| invalid(format!("header name {name:?}")))?;
+        let value = HeaderValue::try_from(value.as_str())
+            .map_err(|_| invalid(format!("header value {value:?}")))?;
+        headers.append(name, value);
+    }
+    Ok((status, headers, response.body).into_response())
+}
+
+/// Maps an input's failure to a status. Client errors carry the plugin's message; server
+/// errors are logged in full and answered with a message that leaks no internals.
+fn plugin_error(plugin: &str, input: &str, error: InputError) -> ApiError {
+    let (status, message) = match &error {
+        InputError::Failed(Failure::Invalid(why)) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, why.clone());
+        }
+        InputError::Invoke(InvokeError::Timeout(limit)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "plugin {plugin} did not answer within its limit of {} ms",
+                limit.as_millis()
+            ),
+        ),
+        InputError::NoPlugin(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("plugin {plugin} is not loaded"),
+        ),
+        InputError::Commit(_) | InputError::Conflict => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request's effects could not be applied; nothing was changed, try again"
+                .to_string(),
+        ),
+        InputError::Failed(Failure::Retry(_)) | InputError::Invoke(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("plugin {plugin} failed to handle the request"),
+        ),
+    };
+    tracing::warn!(plugin, input, kind = error.kind(), "input failed: {error}");
+    ApiError::new(status, message)
+}

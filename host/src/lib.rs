@@ -1,0 +1,18 @@
+//! eventhost runs event-driven business logic as sandboxed WebAssembly components.
+//!
+//! A TOML [`config`] binds topics and HTTP routes to plugins: components implementing the
+//! `eventhost:plugin` WIT contract. The [`runtime`] runs each input on a fresh, limited
+//! instance; the [`dispatch`]er applies the input's staged effects (published messages, state
+//! writes) only when it succeeded; the [`bus`] (embedded or Kafka) delivers records in
+//! partition order and commits after effects; [`state`] keeps each plugin's data durably;
+//! [`http`] serves the routes.
+
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod bus;
+pub mod config;
+pub mod dispatch;
+pub mod http;
+pub mod runtime;
+pub mod state;

@@ -1,0 +1,11 @@
+//! Host bindings generated from the WIT contract in `wit/`. Private to the runtime: the rest of
+//! the host sees only the types re-exported from `runtime`.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "plugin",
+    imports: { default: trappable },
+});
+
+pub use eventhost::plugin::types::{Delivery, Failure, HttpRequest, HttpResponse, Message};
+pub use exports::eventhost::plugin::{http_handler, message_handler};

@@ -1,0 +1,74 @@
+//! A plugin version: a compiled, checked and pre-instantiated component.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use wasmtime::component::InstancePre;
+
+use super::bindings::{http_handler, message_handler};
+use super::host_state::InputState;
+
+/// What the host knows about a plugin version besides its code.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    /// The plugin's name from the config; also its state namespace.
+    pub name: String,
+    /// Content hash of the `.wasm` (first 12 hex digits of its BLAKE3 hash).
+    pub version: String,
+    /// Where the component was loaded from.
+    pub source: PathBuf,
+    /// Topics it may publish to.
+    pub publish: BTreeSet<String>,
+    /// Values its `config.get` returns.
+    pub config: BTreeMap<String, String>,
+    /// Memory limit in bytes.
+    pub memory_bytes: usize,
+    /// Time limit per input.
+    pub timeout: Duration,
+}
+
+/// Which handlers a component exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exports {
+    /// It exports `message-handler`, so it can serve subscriptions.
+    pub message: bool,
+    /// It exports `http-handler`, so it can serve routes.
+    pub http: bool,
+}
+
+/// A loaded plugin version, ready to instantiate once per input.
+pub struct LoadedPlugin {
+    /// Name, version and limits.
+    pub info: Arc<PluginInfo>,
+    /// When this version was loaded.
+    pub loaded_at: SystemTime,
+    pub(super) pre: InstancePre<InputState>,
+    pub(super) message: Option<message_handler::GuestIndices>,
+    pub(super) http: Option<http_handler::GuestIndices>,
+}
+
+impl LoadedPlugin {
+    /// Which handlers this version exports.
+    pub fn exports(&self) -> Exports {
+        Exports {
+            message: self.message.is_some(),
+            http: self.http.is_some(),
+        }
+    }
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("info", &self.info)
+            .field("exports", &self.exports())
+            .finish()
+    }
+}
+
+/// Content hash used as a plugin's version.
+pub fn version_of(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex()[..12].to_string()
+}

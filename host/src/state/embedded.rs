@@ -1,0 +1,154 @@
+//! The default store: one redb file (copy-on-write B-trees, crash-safe commits).
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+use super::{StateError, StateStore, Write};
+
+/// All namespaces share one table; keys are `namespace NUL key`, so a namespace is a key range.
+const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+
+/// A [`StateStore`] in a single local file.
+pub struct EmbeddedStore {
+    db: Database,
+}
+
+impl EmbeddedStore {
+    /// Opens the store at `path`, creating the file and its parent folder if needed.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StateError::new(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path)
+            .map_err(|e| StateError::new(format!("cannot open {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(StateError::new)?;
+        txn.open_table(ENTRIES).map_err(StateError::new)?;
+        txn.commit().map_err(StateError::new)?;
+        Ok(EmbeddedStore { db })
+    }
+}
+
+fn full_key(namespace: &str, key: &str) -> Vec<u8> {
+    let mut full = Vec::with_capacity(namespace.len() + 1 + key.len());
+    full.extend_from_slice(namespace.as_bytes());
+    full.push(0);
+    full.extend_from_slice(key.as_bytes());
+    full
+}
+
+impl StateStore for EmbeddedStore {
+    fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.db.begin_read().map_err(StateError::new)?;
+        let table = txn.open_table(ENTRIES).map_err(StateError::new)?;
+        let value = table
+            .get(full_key(namespace, key).as_slice())
+            .map_err(StateError::new)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    fn scan(&self, namespace: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        let txn = self.db.begin_read().map_err(StateError::new)?;
+        let table = txn.open_table(ENTRIES).map_err(StateError::new)?;
+        let start = full_key(namespace, prefix);
+        let skip = namespace.len() + 1;
+        let mut entries = Vec::new();
+        for entry in table.range(start.as_slice()..).map_err(StateError::new)? {
+            let (key, value) = entry.map_err(StateError::new)?;
+            if !key.value().starts_with(&start) {
+                break;
+            }
+            let key = String::from_utf8_lossy(&key.value()[skip..]).into_owned();
+            entries.push((key, value.value().to_vec()));
+        }
+        Ok(entries)
+    }
+
+    fn apply(&self, namespace: &str, writes: &[Write]) -> Result<(), StateError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(StateError::new)?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(StateError::new)?;
+            for (key, value) in writes {
+                let key = full_key(namespace, key);
+                match value {
+                    Some(v) => table.insert(key.as_slice(), v.as_slice()).map(drop),
+                    None => table.remove(key.as_slice()).map(drop),
+                }
+                .map_err(StateError::new)?;
+            }
+        }
+        txn.commit().map_err(StateError::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, EmbeddedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("state.redb")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn namespaces_are_separate() {
+        let (_dir, store) = store();
+        store
+            .apply("cart", &[("k".into(), Some(b"1".to_vec()))])
+            .unwrap();
+        assert_eq!(store.get("cart", "k").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.get("order", "k").unwrap(), None);
+        // A namespace that is a prefix of another must not see its keys.
+        store
+            .apply("cart2", &[("k".into(), Some(b"2".to_vec()))])
+            .unwrap();
+        assert_eq!(
+            store.scan("cart", "").unwrap(),
+            vec![("k".into(), b"1".to_vec())]
+        );
+    }
+
+    #[test]
+    fn scan_is_ordered_and_bounded_by_prefix() {
+        let (_dir, store) = store();
+        let writes: Vec<Write> = ["a:2", "a:1", "b:1", "a"]
+            .iter()
+            .map(|k| (k.to_string(), Some(k.as_bytes().to_vec())))
+            .collect();
+        store.apply("p", &writes).unwrap();
+        let keys: Vec<_> = store
+            .scan("p", "a:")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["a:1", "a:2"]);
+    }
+
+    #[test]
+    fn deletes_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/state.redb");
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store
+                .apply(
+                    "p",
+                    &[
+                        ("keep".into(), Some(b"v".to_vec())),
+                        ("gone".into(), Some(b"v".to_vec())),
+                    ],
+                )
+                .unwrap();
+            store.apply("p", &[("gone".into(), None)]).unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.get("p", "keep").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(store.get("p", "gone").unwrap(), None);
+    }
+}
