@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, EmbeddedBus, TopicSpec};
+use crate::bus::{Bus, EmbeddedBus, KafkaBus, KafkaSettings, TopicSpec};
 use crate::config::{BusConfig, Config, PluginConfig};
 use crate::dispatch::{Dispatcher, SubscriptionRuntime};
 use crate::http::{HttpState, Route, RouteTable};
@@ -42,10 +42,11 @@ impl Host {
         );
         let bus: Arc<dyn Bus> = match &config.bus {
             BusConfig::Embedded => Arc::new(EmbeddedBus::new()),
-            BusConfig::Kafka(_) => bail!(
-                "{}: bus.kind: the kafka bus is not available in this build",
-                config.file.display()
-            ),
+            BusConfig::Kafka(kafka) => Arc::new(KafkaBus::new(KafkaSettings {
+                bootstrap: kafka.bootstrap.clone(),
+                client_id: kafka.client_id.clone(),
+                options: kafka.options.clone(),
+            })?),
         };
         bus.ensure_topics(topic_specs(&config))
             .await
@@ -248,7 +249,7 @@ pub fn check_bindings(config: &Config, loaded: &[LoadedPlugin]) -> anyhow::Resul
             problems.push(format!(
                 "{}: route[{}] ({} {}): plugin {} does not export eventhost:plugin/http-handler",
                 config.file.display(),
-                i + 1,
+                i,
                 route.method,
                 route.path,
                 route.plugin
@@ -259,7 +260,7 @@ pub fn check_bindings(config: &Config, loaded: &[LoadedPlugin]) -> anyhow::Resul
         if exports(&sub.plugin).is_some_and(|e| !e.message) {
             problems.push(format!(
                 "{}: subscription[{}] (topic {}): plugin {} does not export eventhost:plugin/message-handler",
-                config.file.display(), i + 1, sub.topic, sub.plugin
+                config.file.display(), i, sub.topic, sub.plugin
             ));
         }
     }

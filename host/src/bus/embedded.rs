@@ -39,7 +39,7 @@ pub struct EmbeddedBus {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     offsets: Arc<Mutex<Offsets>>,
     /// (group, topic) pairs with a running subscription: a group owns all partitions.
-    active: Mutex<Vec<(String, String)>>,
+    active: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl EmbeddedBus {
@@ -156,15 +156,15 @@ impl Bus for EmbeddedBus {
         shutdown: CancellationToken,
     ) -> Result<JoinHandle<()>, BusError> {
         let topic_log = self.topic(topic)?;
+        let pair = (group.to_string(), topic.to_string());
         {
             let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-            let pair = (group.to_string(), topic.to_string());
             if active.contains(&pair) {
                 return Err(BusError::Other(format!(
                     "group {group:?} already consumes topic {topic:?}"
                 )));
             }
-            active.push(pair);
+            active.push(pair.clone());
         }
         let mut tasks = Vec::new();
         for (index, partition) in topic_log.partitions.iter().enumerate() {
@@ -177,10 +177,15 @@ impl Bus for EmbeddedBus {
                 shutdown.clone(),
             )));
         }
+        let active = self.active.clone();
         Ok(tokio::spawn(async move {
             for task in tasks {
                 let _ = task.await;
             }
+            active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|p| *p != pair);
         }))
     }
 

@@ -6,6 +6,7 @@
 //! in the dispatcher, so they behave the same on both.
 
 mod embedded;
+mod kafka;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use embedded::EmbeddedBus;
+pub use kafka::{KafkaBus, KafkaSettings};
 
 use crate::runtime::OutMessage;
 
@@ -73,6 +75,15 @@ pub enum BusError {
     Other(String),
 }
 
+/// Whether the bus can currently reach what it depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Working normally.
+    Ok,
+    /// Working on reduced means, e.g. the broker is unreachable and work is queued.
+    Degraded(String),
+}
+
 /// A message bus. See the module docs for the guarantees.
 pub trait Bus: Send + Sync + 'static {
     /// Creates the topics that do not exist yet.
@@ -93,6 +104,11 @@ pub trait Bus: Send + Sync + 'static {
         handler: RecordHandler,
         shutdown: CancellationToken,
     ) -> Result<JoinHandle<()>, BusError>;
+
+    /// Whether the bus is healthy.
+    fn health(&self) -> Health {
+        Health::Ok
+    }
 
     /// A short description for the start-up summary, e.g. `embedded (in-process)`.
     fn describe(&self) -> String;

@@ -34,6 +34,7 @@
 //! # Ok::<(), eventhost::config::ConfigError>(())
 //! ```
 
+mod bindings;
 mod error;
 mod model;
 mod names;

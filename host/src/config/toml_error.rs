@@ -21,7 +21,7 @@ pub(crate) fn convert(source: &Source, error: &toml::de::Error) -> ConfigError {
     let span = error.span().unwrap_or(0..0);
     let mut key = match DeTable::parse(text) {
         Ok(root) => key_in_table(root.get_ref(), span.start, ""),
-        Err(_) => key_from_text(text, span.start),
+        Err(_) => key_from_text(text, span.start, error.message() == "duplicate key"),
     }
     .unwrap_or_else(|| "-".to_owned());
     let message = match missing_field(error.message()) {
@@ -59,45 +59,59 @@ fn holds(span: &Range<usize>, pos: usize) -> bool {
 }
 
 /// Best-effort key path for a syntax error at `pos`: the table header in force there, plus
-/// the key being assigned on the error's line when the error comes after it.
-fn key_from_text(text: &str, pos: usize) -> Option<String> {
+/// the key assigned on the error's line. An error at the very start of a line (other than a
+/// `duplicate` key) means the previous value was left open (an unclosed array or inline
+/// table swallowed the line break), so the last key assigned before that line is used.
+fn key_from_text(text: &str, pos: usize, duplicate: bool) -> Option<String> {
     let pos = pos.min(text.len());
     let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
-    let mut table = None;
+    let mut table: Option<String> = None;
+    let mut last_key: Option<&str> = None;
     let mut seen: HashMap<String, usize> = HashMap::new();
-    let lines = text[..line_start]
-        .lines()
-        .chain(text[line_start..].lines().take(1));
-    for line in lines {
+    let mut header_path = |name: String, is_array: bool| {
+        if is_array {
+            let count = seen.entry(name.clone()).or_default();
+            *count += 1;
+            format!("{name}[{}]", *count - 1)
+        } else {
+            name
+        }
+    };
+    for line in text[..line_start].lines() {
         if let Some((name, is_array)) = header(line) {
-            table = Some(if is_array {
-                let count = seen.entry(name.clone()).or_default();
-                *count += 1;
-                format!("{name}[{}]", *count - 1)
-            } else {
-                name
-            });
+            table = Some(header_path(name, is_array));
+            last_key = None;
+        } else if let Some(key) = assigned_key(line) {
+            last_key = Some(key);
         }
     }
     let line = text[line_start..].lines().next().unwrap_or("");
-    if header(line).is_some() {
-        return table;
-    }
-    let assigned = line.split_once('=').and_then(|(key, _)| {
-        let after_key = line_start + key.len();
-        let key = key.trim();
-        let key_like = !key.is_empty()
-            && key
-                .chars()
-                .all(|c| c.is_alphanumeric() || "_-.\"' ".contains(c));
-        (key_like && pos > after_key).then_some(key)
-    });
-    match (table, assigned) {
+    let at_line_start = pos <= line_start + (line.len() - line.trim_start().len());
+    let (table, key) = match header(line) {
+        Some(_) if at_line_start => (table, last_key),
+        Some((name, is_array)) => (Some(header_path(name, is_array)), None),
+        None => match assigned_key(line) {
+            Some(_) if at_line_start && !duplicate => (table, last_key),
+            Some(key) => (table, Some(key)),
+            None => (table, None),
+        },
+    };
+    match (table, key) {
         (Some(table), Some(key)) => Some(format!("{table}.{key}")),
-        (Some(table), None) => Some(table),
-        (None, Some(key)) => Some(key.to_owned()),
-        (None, None) => None,
+        (table, key) => table.or_else(|| key.map(str::to_owned)),
     }
+}
+
+/// The key assigned on `line` (`key = ...`).
+fn assigned_key(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let key_like = !key.is_empty()
+        && !key.starts_with('[')
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || "_-.\"' ".contains(c));
+    key_like.then_some(key)
 }
 
 /// `Some((name, is_array))` when `line` is a `[name]` or `[[name]]` header.
@@ -118,6 +132,23 @@ fn missing_field(message: &str) -> Option<&str> {
 /// One line, lower-case, `"quoted"` instead of `` `quoted` ``, and TOML words instead of Rust
 /// type names.
 fn humanize(message: &str) -> String {
+    // Numbers and booleans are shown bare, strings quoted: `integer 5` but `string "5"`.
+    // An integer too large for TOML's i64 is a range error, not a type error.
+    let mut message = message.to_owned();
+    if message.starts_with("invalid type: integer") && message.contains("` as i128") {
+        message = message
+            .replacen("invalid type", "invalid value", 1)
+            .replacen("` as i128", "`", 1);
+    }
+    for kind in ["integer", "float", "boolean"] {
+        if let Some(start) = message.find(&format!("{kind} `")) {
+            let open = start + kind.len() + 1;
+            if let Some(len) = message[open + 1..].find('`') {
+                message.replace_range(open + 1 + len..open + 2 + len, "");
+                message.replace_range(open..open + 1, "");
+            }
+        }
+    }
     let mut out = String::with_capacity(message.len());
     let mut parts = message.split('`');
     out.push_str(parts.next().unwrap_or_default());
@@ -146,8 +177,6 @@ fn humanize(message: &str) -> String {
             "an integer from -2147483648 to 2147483647",
         ),
         ("i64", "an integer", "an integer"),
-        ("a string", "a string", "a string"),
-        ("a boolean", "a boolean", "a boolean"),
     ] {
         let suffix = format!("expected {rust}");
         if let Some(head) = out.strip_suffix(&suffix) {
@@ -157,6 +186,9 @@ fn humanize(message: &str) -> String {
             );
             break;
         }
+    }
+    if let Some(start) = out.find("expected struct ") {
+        out.replace_range(start.., "expected a table");
     }
     for (serde_word, toml_word) in [
         ("invalid type: map,", "invalid type: table,"),
@@ -233,8 +265,7 @@ mod tests {
     fn wrong_type_inside_an_array() {
         assert_eq!(
             error("[plugin.a]\npublish = [\"x\", 3]\n"),
-            "f.toml:2:17: plugin.a.publish[1]: invalid type: integer `3`, expected a string"
-                .replace('`', "\"")
+            "f.toml:2:17: plugin.a.publish[1]: invalid type: integer 3, expected a string"
         );
     }
 
@@ -246,7 +277,7 @@ mod tests {
         );
         assert_eq!(
             error("[plugin.a]\npartitions = -1\n"),
-            "f.toml:2:14: plugin.a.partitions: invalid value: integer \"-1\", \
+            "f.toml:2:14: plugin.a.partitions: invalid value: integer -1, \
              expected an integer from 0 to 4294967295"
         );
     }
@@ -269,7 +300,34 @@ mod tests {
             error("[plugin.a]\n[plugin.a]\n"),
             "f.toml:2:9: plugin.a: key or table is defined more than once"
         );
-        assert_eq!(error("= 3\n"), "f.toml:1:1: -: invalid key");
+        assert_eq!(
+            error("[plugin.a]\npublish = [\"x\"\n\n[[route]]\nplugin = \"a\"\n"),
+            "f.toml:4:1: plugin.a.publish: missing comma between array elements, expected \",\""
+        );
+        assert_eq!(
+            error("[plugin.a]\npath = \"a\"\npath = \"b\"\n"),
+            "f.toml:3:1: plugin.a.path: key or table is defined more than once"
+        );
+        assert_eq!(
+            error("= 3\n"),
+            "f.toml:1:1: -: unquoted keys cannot be empty, expected letters, numbers, \"-\", \"_\""
+        );
+    }
+
+    #[test]
+    fn humanize_hides_rust_types() {
+        assert_eq!(
+            humanize("invalid type: integer `5`, expected struct RawLimits"),
+            "invalid type: integer 5, expected a table"
+        );
+        assert_eq!(
+            humanize("invalid type: integer `99999999999999999999` as i128, expected u64"),
+            "invalid value: integer 99999999999999999999, expected a non-negative integer"
+        );
+        assert_eq!(
+            humanize("invalid type: boolean `true`, expected i16"),
+            "invalid type: boolean true, expected an integer"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Raw TOML structs → validated [`Config`]: defaults, ranges, name syntax, path resolution
-//! and every cross-reference (plugins, topics, dead letters, routes).
+//! Raw TOML structs → validated [`Config`]: defaults, ranges, path resolution, and (in
+//! [`bindings`]) names and cross-references.
 //!
 //! Checks run section by section in the order of [`Config`]'s fields and stop at the first
 //! error, which points at the offending value in the file that declared it.
@@ -12,16 +12,10 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
+use super::bindings;
 use super::error::ConfigError;
-use super::model::{
-    BusConfig, Config, KafkaConfig, Limits, PluginConfig, RetryPolicy, RouteConfig, RuntimeConfig,
-    ServerConfig, StateConfig, SubscriptionConfig, TopicConfig,
-};
-use super::names::{check_method, check_plugin_name, check_route_path, check_topic_name};
-use super::raw::{
-    RawBus, RawConfig, RawPlugin, RawRoute, RawRuntime, RawServer, RawSubscription, RawTopic,
-    Scalar,
-};
+use super::model::{BusConfig, Config, KafkaConfig, RuntimeConfig, ServerConfig, StateConfig};
+use super::raw::{RawBus, RawConfig, RawRuntime, RawServer, Scalar};
 use super::source::{Source, base_dir, quote_key};
 
 /// Validates `raw` (the main file, with any drop-in tables already merged into it) as the
@@ -41,10 +35,10 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigErro
         )?,
     };
     let runtime = runtime(&raw.runtime, main, dir)?;
-    let mut topics = topics(&raw.topic)?;
-    let plugins = plugins(&raw.plugin, &runtime, &topics)?;
-    let subscriptions = subscriptions(&raw.subscription, &plugins, &mut topics)?;
-    let routes = routes(&raw.route, &plugins)?;
+    let mut topics = bindings::topics(&raw.topic)?;
+    let plugins = bindings::plugins(&raw.plugin, &runtime, &topics)?;
+    let subscriptions = bindings::subscriptions(&raw.subscription, &plugins, &mut topics)?;
+    let routes = bindings::routes(&raw.route, &plugins)?;
     Ok(Config {
         file: file.to_owned(),
         server,
@@ -200,323 +194,11 @@ fn runtime(raw: &RawRuntime, src: &Source, dir: &Path) -> Result<RuntimeConfig, 
     })
 }
 
-fn topics(raw: &[RawTopic]) -> Result<BTreeMap<String, TopicConfig>, ConfigError> {
-    let mut topics = BTreeMap::new();
-    let mut first: BTreeMap<&str, &RawTopic> = BTreeMap::new();
-    for topic in raw {
-        let src = &*topic.origin.source;
-        let key = |field| format!("topic[{}].{field}", topic.origin.index);
-        let name = topic.name.get_ref();
-        check_topic_name(name).map_err(|msg| src.error(topic.name.span(), key("name"), msg))?;
-        if let Some(earlier) = first.insert(name, topic) {
-            let at = location(&earlier.origin.source, earlier.name.span(), src);
-            return Err(src.error(
-                topic.name.span(),
-                key("name"),
-                format!("topic {name:?} is already declared {at}, expected unique topic names"),
-            ));
-        }
-        let partitions = at_least(src, &key("partitions"), &topic.partitions, 1)?
-            .unwrap_or(TopicConfig::DEFAULT_PARTITIONS);
-        let replication = match &topic.replication {
-            Some(r) if *r.get_ref() < 1 && *r.get_ref() != -1 => {
-                return Err(src.error(
-                    r.span(),
-                    key("replication"),
-                    format!(
-                        "expected at least 1, or -1 for the broker's default, found {}",
-                        r.get_ref()
-                    ),
-                ));
-            }
-            Some(r) => *r.get_ref(),
-            None => TopicConfig::DEFAULT_REPLICATION,
-        };
-        let config = TopicConfig {
-            name: name.clone(),
-            partitions,
-            replication,
-        };
-        topics.insert(name.clone(), config);
-    }
-    Ok(topics)
-}
-
-fn plugins(
-    raw: &BTreeMap<Spanned<String>, RawPlugin>,
-    runtime: &RuntimeConfig,
-    topics: &BTreeMap<String, TopicConfig>,
-) -> Result<BTreeMap<String, PluginConfig>, ConfigError> {
-    let mut plugins = BTreeMap::new();
-    for (name, plugin) in raw {
-        let src = &*plugin.origin.source;
-        let table = format!("plugin.{}", quote_key(name.get_ref()));
-        let key = |field: &str| format!("{table}.{field}");
-        check_plugin_name(name.get_ref()).map_err(|msg| src.error(name.span(), &table, msg))?;
-        let path = match &plugin.path {
-            Some(path) => resolve(src, src.dir(), &key("path"), path)?,
-            None => runtime.plugins_dir.join(format!("{}.wasm", name.get_ref())),
-        };
-        let mut publish = Vec::with_capacity(plugin.publish.len());
-        for (i, topic) in plugin.publish.iter().enumerate() {
-            declared_topic(src, &key(&format!("publish[{i}]")), topic, topics)?;
-            publish.push(topic.get_ref().clone());
-        }
-        let config = plugin
-            .config
-            .iter()
-            .map(|(k, v)| (k.get_ref().clone(), v.get_ref().to_string()))
-            .collect();
-        let limits = &plugin.limits;
-        let memory_mib = match &limits.memory_mib {
-            Some(mib) if *mib.get_ref() > runtime.max_memory_mib => {
-                return Err(src.error(
-                    mib.span(),
-                    key("limits.memory_mib"),
-                    format!(
-                        "{} MiB is above runtime.max_memory_mib, expected at most {}",
-                        mib.get_ref(),
-                        runtime.max_memory_mib
-                    ),
-                ));
-            }
-            Some(_) => {
-                at_least(src, &key("limits.memory_mib"), &limits.memory_mib, 1)?.unwrap_or_default()
-            }
-            None => Limits::DEFAULT_MEMORY_MIB.min(runtime.max_memory_mib),
-        };
-        let timeout = at_least(src, &key("limits.timeout_ms"), &limits.timeout_ms, 1)?
-            .map_or(Limits::DEFAULT_TIMEOUT, Duration::from_millis);
-        let config = PluginConfig {
-            name: name.get_ref().clone(),
-            path,
-            publish,
-            config,
-            limits: Limits {
-                memory_mib,
-                timeout,
-            },
-        };
-        plugins.insert(name.get_ref().clone(), config);
-    }
-    Ok(plugins)
-}
-
-fn subscriptions(
-    raw: &[RawSubscription],
-    plugins: &BTreeMap<String, PluginConfig>,
-    topics: &mut BTreeMap<String, TopicConfig>,
-) -> Result<Vec<SubscriptionConfig>, ConfigError> {
-    let declared = topics.clone();
-    let mut consumers: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    let mut subscriptions = Vec::with_capacity(raw.len());
-    for sub in raw {
-        let src = &*sub.origin.source;
-        let key = |field| format!("subscription[{}].{field}", sub.origin.index);
-        let topic = declared_topic(src, &key("topic"), &sub.topic, &declared)?;
-        defined_plugin(src, &key("plugin"), &sub.plugin, plugins)?;
-        let (group, group_at) = match &sub.group {
-            Some(group) => (
-                non_empty(src, &key("group"), group)?,
-                ("group", group.span()),
-            ),
-            None => (sub.plugin.get_ref().clone(), ("plugin", sub.plugin.span())),
-        };
-        let group_ref = sub.group.as_ref().unwrap_or(&sub.plugin).get_ref();
-        if let Some(other) = consumers.insert((topic.name.as_str(), group_ref), sub.origin.index) {
-            return Err(src.error(
-                group_at.1,
-                key(group_at.0),
-                format!(
-                    "group {group:?} already consumes topic {:?} in subscription[{other}], \
-                     expected one subscription per topic and group",
-                    topic.name
-                ),
-            ));
-        }
-        let dead_letter = match &sub.dead_letter {
-            Some(dlq) if dlq.get_ref() == &topic.name => {
-                return Err(src.error(
-                    dlq.span(),
-                    key("dead_letter"),
-                    "is the consumed topic itself, expected another topic",
-                ));
-            }
-            Some(dlq) => declared_topic(src, &key("dead_letter"), dlq, &declared)?
-                .name
-                .clone(),
-            None => {
-                let name = format!("{}.dlq", topic.name);
-                check_topic_name(&name).map_err(|msg| {
-                    let msg = format!("the default dead-letter topic is invalid: {msg}");
-                    src.error(sub.topic.span(), key("dead_letter"), msg)
-                })?;
-                let implicit = TopicConfig {
-                    name: name.clone(),
-                    partitions: 1,
-                    replication: topic.replication,
-                };
-                topics.entry(name.clone()).or_insert(implicit);
-                name
-            }
-        };
-        let retry = &sub.retry;
-        let attempts = at_least(src, &key("retry.attempts"), &retry.attempts, 1)?
-            .unwrap_or(RetryPolicy::DEFAULT_ATTEMPTS);
-        let backoff = millis_or(&retry.backoff_ms, RetryPolicy::DEFAULT_BACKOFF);
-        let max_backoff = millis_or(&retry.max_backoff_ms, RetryPolicy::DEFAULT_MAX_BACKOFF);
-        if max_backoff < backoff {
-            let (ms, field, message) = match (&retry.max_backoff_ms, &retry.backoff_ms) {
-                (Some(max), _) => (
-                    max,
-                    "retry.max_backoff_ms",
-                    format!(
-                        "expected at least backoff_ms ({}), found {}",
-                        backoff.as_millis(),
-                        max_backoff.as_millis()
-                    ),
-                ),
-                (None, Some(ms)) => (
-                    ms,
-                    "retry.backoff_ms",
-                    format!(
-                        "expected at most max_backoff_ms ({}), found {}",
-                        max_backoff.as_millis(),
-                        backoff.as_millis()
-                    ),
-                ),
-                (None, None) => unreachable!("the defaults are ordered"),
-            };
-            return Err(src.error(ms.span(), key(field), message));
-        }
-        subscriptions.push(SubscriptionConfig {
-            topic: topic.name.clone(),
-            plugin: sub.plugin.get_ref().clone(),
-            group,
-            dead_letter,
-            retry: RetryPolicy {
-                attempts,
-                backoff,
-                max_backoff,
-            },
-        });
-    }
-    Ok(subscriptions)
-}
-
-fn routes(
-    raw: &[RawRoute],
-    plugins: &BTreeMap<String, PluginConfig>,
-) -> Result<Vec<RouteConfig>, ConfigError> {
-    // The router matches on shape; one shape must use one spelling of its parameters.
-    let mut shapes: BTreeMap<String, &RawRoute> = BTreeMap::new();
-    let mut seen: BTreeMap<(String, &str), &RawRoute> = BTreeMap::new();
-    let mut routes = Vec::with_capacity(raw.len());
-    for route in raw {
-        let src = &*route.origin.source;
-        let key = |field| format!("route[{}].{field}", route.origin.index);
-        let method = check_method(route.method.get_ref())
-            .map_err(|msg| src.error(route.method.span(), key("method"), msg))?;
-        let path = route.path.get_ref();
-        let shape = check_route_path(path)
-            .map_err(|msg| src.error(route.path.span(), key("path"), msg))?
-            .shape;
-        if let Some(other) = seen.insert((method.clone(), path), route) {
-            return Err(src.error(
-                route.path.span(),
-                key("path"),
-                format!(
-                    "{method} {path:?} is already routed by route[{}], \
-                     expected each method and path once",
-                    other.origin.index
-                ),
-            ));
-        }
-        let other = *shapes.entry(shape).or_insert(route);
-        if other.path.get_ref() != path {
-            return Err(src.error(
-                route.path.span(),
-                key("path"),
-                format!(
-                    "path {path:?} overlaps {:?} of route[{}], expected the same parameter \
-                     names at the same positions",
-                    other.path.get_ref(),
-                    other.origin.index
-                ),
-            ));
-        }
-        defined_plugin(src, &key("plugin"), &route.plugin, plugins)?;
-        routes.push(RouteConfig {
-            method,
-            path: path.clone(),
-            plugin: route.plugin.get_ref().clone(),
-        });
-    }
-    Ok(routes)
-}
-
-fn declared_topic<'t>(
-    src: &Source,
-    key: &str,
-    name: &Spanned<String>,
-    topics: &'t BTreeMap<String, TopicConfig>,
-) -> Result<&'t TopicConfig, ConfigError> {
-    topics.get(name.get_ref()).ok_or_else(|| {
-        let expected = one_of(topics.keys(), "the name of a [[topic]]");
-        let message = format!(
-            "topic {:?} is not declared, expected {expected}",
-            name.get_ref()
-        );
-        src.error(name.span(), key, message)
-    })
-}
-
-fn defined_plugin(
-    src: &Source,
-    key: &str,
-    name: &Spanned<String>,
-    plugins: &BTreeMap<String, PluginConfig>,
-) -> Result<(), ConfigError> {
-    if plugins.contains_key(name.get_ref()) {
-        return Ok(());
-    }
-    let expected = one_of(plugins.keys(), "the name of a [plugin.<name>] table");
-    let message = format!(
-        "plugin {:?} is not defined, expected {expected}",
-        name.get_ref()
-    );
-    Err(src.error(name.span(), key, message))
-}
-
-/// `one of "a", "b"`, `"a"`, or `none` when there is nothing to choose from.
-fn one_of<'a>(names: impl ExactSizeIterator<Item = &'a String>, none: &str) -> String {
-    let count = names.len();
-    let list = names
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    match count {
-        0 => none.to_owned(),
-        1 => list,
-        _ => format!("one of {list}"),
-    }
-}
-
-/// `at line N`, or `in <file> at line N` when the earlier item is in another file.
-fn location(earlier: &Source, span: Range<usize>, current: &Source) -> String {
-    let (line, _) = earlier.position(span.start);
-    if earlier.path() == current.path() {
-        format!("at line {line}")
-    } else {
-        format!("in {} at line {line}", earlier.path().display())
-    }
-}
-
 fn first_span<K, V>(map: &BTreeMap<Spanned<K>, V>) -> Option<Range<usize>> {
     map.keys().map(Spanned::span).min_by_key(|span| span.start)
 }
 
-fn at_least<T>(
+pub(super) fn at_least<T>(
     src: &Source,
     key: &str,
     value: &Option<Spanned<T>>,
@@ -536,13 +218,13 @@ where
     }
 }
 
-fn millis_or(value: &Option<Spanned<u64>>, default: Duration) -> Duration {
+pub(super) fn millis_or(value: &Option<Spanned<u64>>, default: Duration) -> Duration {
     value
         .as_ref()
         .map_or(default, |ms| Duration::from_millis(*ms.get_ref()))
 }
 
-fn socket_addr(
+pub(super) fn socket_addr(
     src: &Source,
     key: &str,
     value: &Spanned<String>,
@@ -556,14 +238,18 @@ fn socket_addr(
     })
 }
 
-fn non_empty(src: &Source, key: &str, value: &Spanned<String>) -> Result<String, ConfigError> {
+pub(super) fn non_empty(
+    src: &Source,
+    key: &str,
+    value: &Spanned<String>,
+) -> Result<String, ConfigError> {
     if value.get_ref().trim().is_empty() {
         return Err(src.error(value.span(), key, "is empty, expected a value"));
     }
     Ok(value.get_ref().clone())
 }
 
-fn resolve(
+pub(super) fn resolve(
     src: &Source,
     dir: &Path,
     key: &str,
@@ -572,7 +258,7 @@ fn resolve(
     non_empty(src, key, path).map(|path| dir.join(path))
 }
 
-fn path_or(
+pub(super) fn path_or(
     src: &Source,
     dir: &Path,
     key: &str,
@@ -582,5 +268,68 @@ fn path_or(
     match path {
         Some(path) => resolve(src, dir, key, path),
         None => Ok(dir.join(default)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn error(text: &str) -> String {
+        let err = Config::parse(text, Path::new("e.toml")).expect_err("invalid config");
+        err.to_string()
+    }
+
+    #[test]
+    fn admin_listen_must_differ_from_listen() {
+        assert_eq!(
+            error("[server]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:8080\"\n"),
+            "e.toml:3:16: server.admin_listen: is the same address as listen, expected \
+             another address (or no admin_listen to serve admin routes on listen)"
+        );
+    }
+
+    #[test]
+    fn body_limit_is_at_least_one_kib() {
+        assert_eq!(
+            error("[server]\nbody_limit_kib = 0\n"),
+            "e.toml:2:18: server.body_limit_kib: expected at least 1, found 0"
+        );
+    }
+
+    #[test]
+    fn empty_paths_are_rejected() {
+        assert_eq!(
+            error("[state]\npath = \"\"\n"),
+            "e.toml:2:8: state.path: is empty, expected a value"
+        );
+    }
+
+    #[test]
+    fn embedded_bus_takes_no_options() {
+        assert_eq!(
+            error("[bus]\nkind = \"embedded\"\n[bus.options]\n\"linger.ms\" = 5\n"),
+            "e.toml:4:1: bus.options: is only allowed with kind = \"kafka\", \
+             expected kind = \"kafka\" in [bus]"
+        );
+    }
+
+    #[test]
+    fn kafka_options_are_not_floats() {
+        assert_eq!(
+            error("[bus]\nkind = \"kafka\"\nbootstrap = \"k:9092\"\noptions = { \"x.y\" = 0.5 }\n"),
+            "e.toml:4:21: bus.options.\"x.y\": invalid type: float, \
+             expected a string, integer or boolean"
+        );
+    }
+
+    #[test]
+    fn runtime_ceilings_are_at_least_one() {
+        assert_eq!(
+            error("[runtime]\nmax_concurrency = 0\n"),
+            "e.toml:2:19: runtime.max_concurrency: expected at least 1, found 0"
+        );
     }
 }

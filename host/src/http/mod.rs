@@ -20,6 +20,7 @@ use tower_http::services::ServeDir;
 pub use error::ApiError;
 pub use routes::{Match, Route, RouteTable};
 
+use crate::bus::Health;
 use crate::dispatch::{Dispatcher, InputError};
 use crate::runtime::{Failure, HttpRequest, HttpResponse, InvokeError};
 
@@ -68,8 +69,16 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// 200 when healthy; 503 with the reason while the bus is degraded (e.g. broker unreachable).
+async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
+    match state.dispatcher.bus().health() {
+        Health::Ok => Json(serde_json::json!({ "status": "ok" })).into_response(),
+        Health::Degraded(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "degraded", "reason": reason })),
+        )
+            .into_response(),
+    }
 }
 
 async fn dispatch(State(state): State<Arc<HttpState>>, request: Request) -> Response {

@@ -1,0 +1,380 @@
+//! The Kafka bus, on rdkafka (librdkafka).
+//!
+//! Guarantee: at-least-once. The producer is idempotent with `acks=all`, and a publish
+//! resolves only when the broker acknowledged every message. Consumers run with
+//! `enable.auto.offset.store=false`: an offset is stored (and later committed) only after the
+//! handler finished the record, i.e. after its messages were acknowledged and its state
+//! written. A crash re-delivers at most the records handled since the last commit.
+//!
+//! Each partition has its own queue and task, so partitions run in parallel and one slow
+//! partition never blocks another. Stored offsets are committed when partitions are revoked
+//! and at shutdown; offsets of partitions this consumer no longer owns are never stored.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Bus, BusError, Handled, Health, Record, RecordHandler, TopicSpec};
+use crate::runtime::OutMessage;
+
+/// Connection settings of the Kafka bus.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`.
+    pub bootstrap: String,
+    /// `client.id`.
+    pub client_id: String,
+    /// Raw librdkafka properties, applied last so they can override the defaults.
+    pub options: BTreeMap<String, String>,
+}
+
+/// Tracks whether the brokers are reachable, from librdkafka's error events.
+#[derive(Default)]
+struct Reachability {
+    problem: Mutex<Option<String>>,
+}
+
+impl Reachability {
+    fn set(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    fn health(&self) -> Health {
+        match &*self.problem.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(problem) => Health::Degraded(problem.clone()),
+            None => Health::Ok,
+        }
+    }
+}
+
+/// librdkafka callbacks: health from error events, commit of stored offsets on revoke.
+#[derive(Clone)]
+struct Context {
+    reachability: Arc<Reachability>,
+}
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        if matches!(
+            code,
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            self.reachability
+                .set(Some(format!("kafka unreachable: {reason}")));
+        }
+        tracing::warn!("kafka: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            // Commit what was finished while we still own these partitions.
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => tracing::info!(
+                    partitions = partitions.count(),
+                    "partitions revoked; offsets committed"
+                ),
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => tracing::warn!("commit on revoke failed: {e}"),
+            }
+        }
+    }
+}
+
+/// The Kafka [`Bus`].
+pub struct KafkaBus {
+    settings: KafkaSettings,
+    producer: FutureProducer<Context>,
+    reachability: Arc<Reachability>,
+}
+
+impl KafkaBus {
+    /// Creates the producer. Connections are made lazily; nothing blocks here.
+    pub fn new(settings: KafkaSettings) -> Result<Self, BusError> {
+        let reachability = Arc::new(Reachability::default());
+        let producer = settings
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "30000")
+            .set_all(&settings.options)
+            .create_with_context(Context {
+                reachability: reachability.clone(),
+            })
+            .map_err(|e| BusError::Other(format!("kafka producer: {e}")))?;
+        Ok(KafkaBus {
+            settings,
+            producer,
+            reachability,
+        })
+    }
+
+    fn consumer(&self, group: &str) -> Result<Arc<StreamConsumer<Context>>, BusError> {
+        let consumer: StreamConsumer<Context> = self
+            .settings
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set_all(&self.settings.options)
+            .create_with_context(Context {
+                reachability: self.reachability.clone(),
+            })
+            .map_err(|e| BusError::Other(format!("kafka consumer: {e}")))?;
+        Ok(Arc::new(consumer))
+    }
+}
+
+impl KafkaSettings {
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("client.id", &self.client_id);
+        config
+    }
+}
+
+trait SetAll {
+    fn set_all(&mut self, options: &BTreeMap<String, String>) -> &mut Self;
+}
+
+impl SetAll for ClientConfig {
+    fn set_all(&mut self, options: &BTreeMap<String, String>) -> &mut Self {
+        for (key, value) in options {
+            self.set(key, value);
+        }
+        self
+    }
+}
+
+impl Bus for KafkaBus {
+    fn ensure_topics(&self, topics: Vec<TopicSpec>) -> BoxFuture<'_, Result<(), BusError>> {
+        async move {
+            let admin: AdminClient<DefaultClientContext> =
+                self.settings
+                    .client_config()
+                    .create()
+                    .map_err(|e| BusError::Other(format!("kafka admin client: {e}")))?;
+            let new: Vec<NewTopic<'_>> = topics
+                .iter()
+                .map(|t| {
+                    NewTopic::new(
+                        &t.name,
+                        t.partitions as i32,
+                        TopicReplication::Fixed(i32::from(t.replication)),
+                    )
+                })
+                .collect();
+            let options = AdminOptions::new()
+                .operation_timeout(Some(Timeout::After(Duration::from_secs(30))));
+            let results = admin
+                .create_topics(&new, &options)
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            for result in results {
+                match result {
+                    Ok(name) => tracing::info!(topic = %name, "created topic"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((name, code)) => {
+                        return Err(BusError::Other(format!(
+                            "cannot create topic {name}: {code}"
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn publish(&self, messages: Vec<OutMessage>) -> BoxFuture<'_, Result<(), BusError>> {
+        async move {
+            // Enqueue all first (keeps their order per partition), then wait for every ack.
+            let mut deliveries = Vec::with_capacity(messages.len());
+            for message in &messages {
+                let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+                for (key, value) in &message.headers {
+                    headers = headers.insert(Header {
+                        key,
+                        value: Some(value),
+                    });
+                }
+                let mut record = FutureRecord::to(&message.topic)
+                    .payload(&message.value)
+                    .headers(headers);
+                if let Some(key) = &message.key {
+                    record = record.key(key);
+                }
+                loop {
+                    match self.producer.send_result(record) {
+                        Ok(delivery) => break deliveries.push(delivery),
+                        Err((
+                            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                            returned,
+                        )) => {
+                            record = returned;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err((e, _)) => return Err(BusError::Unavailable(e.to_string())),
+                    }
+                }
+            }
+            for delivery in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => return Err(BusError::Unavailable(e.to_string())),
+                    Err(_) => {
+                        return Err(BusError::Unavailable(
+                            "producer dropped the delivery".into(),
+                        ));
+                    }
+                }
+            }
+            self.reachability.set(None);
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        handler: RecordHandler,
+        shutdown: CancellationToken,
+    ) -> Result<JoinHandle<()>, BusError> {
+        let consumer = self.consumer(group)?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .map_err(|e| BusError::Unavailable(format!("metadata of {topic}: {e}")))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map(|t| t.partitions().len())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| BusError::UnknownTopic(topic.to_string()))?;
+        // Split every partition off the main queue before subscribing, so no record of this
+        // topic is ever delivered through the shared queue.
+        let mut tasks = Vec::new();
+        for partition in 0..partitions as i32 {
+            let queue = consumer
+                .split_partition_queue(topic, partition)
+                .ok_or_else(|| BusError::Other(format!("cannot split {topic}/{partition}")))?;
+            let (consumer, handler, shutdown, topic) = (
+                consumer.clone(),
+                handler.clone(),
+                shutdown.clone(),
+                topic.to_string(),
+            );
+            let reachability = self.reachability.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let message = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        message = queue.recv() => message,
+                    };
+                    let record = match message {
+                        Ok(message) => to_record(&message),
+                        Err(e) => {
+                            tracing::warn!(topic, partition, "consume error: {e}");
+                            continue;
+                        }
+                    };
+                    reachability.set(None);
+                    let offset = record.offset;
+                    match handler(record).await {
+                        Handled::Commit => {
+                            // librdkafka commits `offset + 1`, the next record to read. This fails
+                            // harmlessly if the partition was revoked meanwhile: its new owner
+                            // re-delivers the record (at-least-once).
+                            if let Err(e) = consumer.store_offset(&topic, partition, offset) {
+                                tracing::debug!(topic, partition, "offset not stored: {e}");
+                            }
+                        }
+                        Handled::Stop => return,
+                    }
+                }
+            }));
+        }
+        consumer
+            .subscribe(&[topic])
+            .map_err(|e| BusError::Other(format!("subscribe {topic}: {e}")))?;
+        let (topic, group) = (topic.to_string(), group.to_string());
+        Ok(tokio::spawn(async move {
+            // The main queue serves rebalances and errors; records never arrive here.
+            let events = {
+                let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            message = consumer.recv() => match message {
+                                Ok(m) => tracing::error!(topic = m.topic(), partition = m.partition(), "record on the main queue (not handled)"),
+                                Err(e) => tracing::debug!("consumer event: {e}"),
+                            },
+                        }
+                    }
+                })
+            };
+            for task in tasks {
+                let _ = task.await;
+            }
+            let _ = events.await;
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => tracing::warn!(topic, group, "final commit failed: {e}"),
+            }
+            consumer.unsubscribe();
+        }))
+    }
+
+    fn health(&self) -> Health {
+        self.reachability.health()
+    }
+
+    fn describe(&self) -> String {
+        format!("kafka at {}", self.settings.bootstrap)
+    }
+}
+
+fn to_record(message: &impl rdkafka::Message) -> Record {
+    let headers = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().unwrap_or_default().to_vec(),
+        headers,
+        timestamp_ms: message.timestamp().to_millis(),
+    }
+}

@@ -1,0 +1,312 @@
+//! One suite of Bus behaviour, run against the embedded bus and a real Kafka broker
+//! (`EVENTHOST_KAFKA_BOOTSTRAP`, default 127.0.0.1:9092; `make test` starts one).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::eventually;
+use eventhost::bus::{Bus, EmbeddedBus, Handled, KafkaBus, KafkaSettings, Record, TopicSpec};
+use eventhost::runtime::OutMessage;
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+/// A topic name no other test or earlier run uses.
+fn unique_topic(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+fn message(topic: &str, key: &str, value: &str) -> OutMessage {
+    OutMessage {
+        topic: topic.into(),
+        key: Some(key.as_bytes().to_vec()),
+        value: value.as_bytes().to_vec(),
+        headers: vec![("h1".into(), b"v1".to_vec()), ("h2".into(), vec![0, 255])],
+    }
+}
+
+async fn with_topic(bus: &Arc<dyn Bus>, name: &str, partitions: u32) -> String {
+    let topic = unique_topic(name);
+    bus.ensure_topics(vec![TopicSpec {
+        name: topic.clone(),
+        partitions,
+        replication: 1,
+    }])
+    .await
+    .expect("topic created");
+    topic
+}
+
+type Seen = Arc<Mutex<Vec<Record>>>;
+
+/// Subscribes with a handler that records every record and commits it.
+fn recorder(
+    bus: &Arc<dyn Bus>,
+    topic: &str,
+    group: &str,
+) -> (Seen, CancellationToken, tokio::task::JoinHandle<()>) {
+    let seen: Seen = Arc::default();
+    let stop = CancellationToken::new();
+    let sink = seen.clone();
+    let task = bus
+        .subscribe(
+            topic,
+            group,
+            Arc::new(move |r| {
+                sink.lock().unwrap().push(r);
+                async { Handled::Commit }.boxed()
+            }),
+            stop.clone(),
+        )
+        .expect("subscribed");
+    (seen, stop, task)
+}
+
+async fn keeps_order_within_each_key(bus: Arc<dyn Bus>) {
+    let topic = with_topic(&bus, "order", 3).await;
+    let keys = ["a", "b", "c", "d"];
+    let messages: Vec<_> = (0..200)
+        .map(|i| message(&topic, keys[i % 4], &i.to_string()))
+        .collect();
+    bus.publish(messages).await.unwrap();
+    let (seen, stop, task) = recorder(&bus, &topic, "g-order");
+    let records = eventually(Duration::from_secs(60), "200 records", || async {
+        let seen = seen.lock().unwrap();
+        (seen.len() >= 200).then(|| seen.clone())
+    })
+    .await;
+    assert_eq!(records.len(), 200, "no duplicates without a crash");
+    let mut by_key: BTreeMap<Vec<u8>, Vec<i32>> = BTreeMap::new();
+    let mut partition_of: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
+    for record in &records {
+        let key = record.key.clone().unwrap();
+        by_key
+            .entry(key.clone())
+            .or_default()
+            .push(String::from_utf8_lossy(&record.value).parse().unwrap());
+        assert_eq!(
+            *partition_of.entry(key).or_insert(record.partition),
+            record.partition,
+            "a key moved partitions"
+        );
+    }
+    for values in by_key.values() {
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {values:?}"
+        );
+    }
+    stop.cancel();
+    task.await.unwrap();
+}
+
+async fn carries_key_value_and_headers(bus: Arc<dyn Bus>) {
+    let topic = with_topic(&bus, "headers", 1).await;
+    bus.publish(vec![message(&topic, "k", "payload")])
+        .await
+        .unwrap();
+    let (seen, stop, task) = recorder(&bus, &topic, "g-headers");
+    let record = eventually(Duration::from_secs(60), "the record", || async {
+        seen.lock().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(record.topic, topic);
+    assert_eq!(record.key.as_deref(), Some(b"k".as_slice()));
+    assert_eq!(record.value, b"payload");
+    assert_eq!(
+        record.headers,
+        vec![
+            ("h1".to_string(), b"v1".to_vec()),
+            ("h2".to_string(), vec![0, 255])
+        ]
+    );
+    assert_eq!(record.offset, 0);
+    assert!(record.timestamp_ms.is_some());
+    stop.cancel();
+    task.await.unwrap();
+}
+
+/// Records after the last one a handler committed are delivered again to the next consumer of
+/// the same group; committed ones are not.
+async fn resumes_from_the_committed_offset(bus: Arc<dyn Bus>) {
+    let topic = with_topic(&bus, "resume", 1).await;
+    let messages: Vec<_> = (0..10)
+        .map(|i| message(&topic, "k", &i.to_string()))
+        .collect();
+    bus.publish(messages).await.unwrap();
+
+    let handled: Seen = Arc::default();
+    let stop = CancellationToken::new();
+    let (sink, stopper) = (handled.clone(), stop.clone());
+    // Finish records 0..=5, then shut down while record 6 is in flight.
+    let first = bus
+        .subscribe(
+            &topic,
+            "g-resume",
+            Arc::new(move |r| {
+                let (sink, stopper) = (sink.clone(), stopper.clone());
+                async move {
+                    if r.value == b"6" {
+                        stopper.cancel();
+                        return Handled::Stop;
+                    }
+                    sink.lock().unwrap().push(r);
+                    Handled::Commit
+                }
+                .boxed()
+            }),
+            stop.clone(),
+        )
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), first)
+        .await
+        .expect("first consumer stops")
+        .unwrap();
+    let values: Vec<_> = handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.value.clone())
+        .collect();
+    assert_eq!(
+        values,
+        (0..6)
+            .map(|i| i.to_string().into_bytes())
+            .collect::<Vec<_>>()
+    );
+
+    let (seen, stop, task) = recorder(&bus, &topic, "g-resume");
+    let values = eventually(Duration::from_secs(60), "records 6..10", || async {
+        let seen = seen.lock().unwrap();
+        (seen.len() >= 4).then(|| {
+            seen.iter()
+                .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+                .collect::<Vec<_>>()
+        })
+    })
+    .await;
+    assert_eq!(values, ["6", "7", "8", "9"]);
+    stop.cancel();
+    task.await.unwrap();
+}
+
+/// A handler stuck on one partition does not hold back the others.
+async fn partitions_run_in_parallel(bus: Arc<dyn Bus>) {
+    let topic = with_topic(&bus, "parallel", 2).await;
+    let mut keys_by_partition: BTreeMap<i32, String> = BTreeMap::new();
+    // Find one key per partition by publishing probes and watching where they land.
+    let probes: Vec<_> = (0..20)
+        .map(|i| message(&topic, &format!("key-{i}"), "probe"))
+        .collect();
+    bus.publish(probes).await.unwrap();
+    let (seen, stop, task) = recorder(&bus, &topic, "g-probe");
+    eventually(
+        Duration::from_secs(60),
+        "probes on both partitions",
+        || async {
+            let partitions: std::collections::BTreeSet<i32> =
+                seen.lock().unwrap().iter().map(|r| r.partition).collect();
+            (partitions.len() == 2).then_some(())
+        },
+    )
+    .await;
+    for record in seen.lock().unwrap().iter() {
+        keys_by_partition
+            .entry(record.partition)
+            .or_insert_with(|| String::from_utf8_lossy(record.key.as_ref().unwrap()).into_owned());
+    }
+    stop.cancel();
+    task.await.unwrap();
+
+    let slow_key = keys_by_partition[&0].clone();
+    let fast_key = keys_by_partition[&1].clone();
+    let release = CancellationToken::new();
+    let fast_done: Seen = Arc::default();
+    let stop = CancellationToken::new();
+    let (gate, sink) = (release.clone(), fast_done.clone());
+    let group = "g-parallel";
+    let task = bus
+        .subscribe(
+            &topic,
+            group,
+            Arc::new(move |r| {
+                let (gate, sink) = (gate.clone(), sink.clone());
+                async move {
+                    if r.value == b"slow" {
+                        gate.cancelled().await;
+                    } else if r.value == b"fast" {
+                        sink.lock().unwrap().push(r);
+                    }
+                    Handled::Commit
+                }
+                .boxed()
+            }),
+            stop.clone(),
+        )
+        .unwrap();
+    bus.publish(vec![
+        message(&topic, &slow_key, "slow"),
+        message(&topic, &fast_key, "fast"),
+    ])
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the fast partition while the slow one is stuck",
+        || async { (!fast_done.lock().unwrap().is_empty()).then_some(()) },
+    )
+    .await;
+    release.cancel();
+    stop.cancel();
+    task.await.unwrap();
+}
+
+fn kafka() -> Arc<dyn Bus> {
+    let bootstrap =
+        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let options = [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Arc::new(
+        KafkaBus::new(KafkaSettings {
+            bootstrap,
+            client_id: "conformance".into(),
+            options,
+        })
+        .expect("kafka bus"),
+    )
+}
+
+fn embedded() -> Arc<dyn Bus> {
+    Arc::new(EmbeddedBus::new())
+}
+
+macro_rules! conformance {
+    ($($case:ident),*) => {
+        mod embedded_bus {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::embedded()).await })*
+        }
+        mod kafka_bus {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::kafka()).await })*
+        }
+    };
+}
+
+conformance!(
+    keeps_order_within_each_key,
+    carries_key_value_and_headers,
+    resumes_from_the_committed_offset,
+    partitions_run_in_parallel
+);
