@@ -32,6 +32,12 @@ enum Command {
     Run {
         /// The eventhost.toml file.
         config: PathBuf,
+        /// Listen on this address instead of `server.listen` (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Keep state in this file instead of `state.path`.
+        #[arg(long)]
+        state: Option<PathBuf>,
     },
     /// Validates CONFIG and the plugins it names; exits 0 when valid, 64 when not.
     Check {
@@ -47,6 +53,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -58,13 +65,17 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Run { config } => run(config).await,
+            Command::Run {
+                config,
+                listen,
+                state,
+            } => run(config, listen, state).await,
             Command::Check { config } => check(config).await,
         }
     })
 }
 
-fn load_config(path: &PathBuf) -> Result<Config, ExitCode> {
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_CONFIG)
@@ -118,11 +129,21 @@ fn tempfile_store() -> anyhow::Result<(PathBuf, Arc<dyn eventhost::state::StateS
     Ok((path, Arc::new(store)))
 }
 
-async fn run(path: PathBuf) -> ExitCode {
-    let config = match load_config(&path) {
+async fn run(
+    path: PathBuf,
+    listen: Option<std::net::SocketAddr>,
+    state: Option<PathBuf>,
+) -> ExitCode {
+    let mut config = match load_config(&path) {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    if let Some(state) = state {
+        config.state.path = state;
+    }
     let host = match Host::build(config).await {
         Ok(host) => host,
         Err(e) => {

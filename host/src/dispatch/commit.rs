@@ -25,13 +25,22 @@ impl Dispatcher {
         plugin: &PluginInfo,
         effects: Effects,
     ) -> Result<(), CommitError> {
-        let messages = stamp(plugin, effects.outbox);
         if effects.writes.is_empty() {
             // Nothing to write: a read-only input cannot lose anyone's update.
-            return self.publish(messages).await;
+            return self.publish(stamp(plugin, effects.outbox)).await;
         }
         let lock = self.commit_lock(&plugin.name);
         let _guard = lock.lock().await;
+        self.commit_locked(plugin, effects).await
+    }
+
+    /// Like [`Dispatcher::commit`], for a caller that already holds the plugin's commit lock.
+    pub(super) async fn commit_locked(
+        &self,
+        plugin: &PluginInfo,
+        effects: Effects,
+    ) -> Result<(), CommitError> {
+        let messages = stamp(plugin, effects.outbox);
         let store = self.store.clone();
         let name = plugin.name.clone();
         let (reads, scans) = (effects.reads, effects.scans);

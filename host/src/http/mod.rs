@@ -177,7 +177,7 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 
 fn to_response(plugin: &str, response: HttpResponse) -> Result<Response, ApiError> {
     let invalid = |what: String| {
-        tracing::warn!(plugin, "plugin returned an invalid response: {what}");
+        tracing::warn!(plugin = %plugin, "plugin returned an invalid response: {what}");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("plugin {plugin} returned an invalid response"),
@@ -224,6 +224,6 @@ fn plugin_error(plugin: &str, input: &str, error: InputError) -> ApiError {
             format!("plugin {plugin} failed to handle the request"),
         ),
     };
-    tracing::warn!(plugin, input, kind = error.kind(), "input failed: {error}");
+    tracing::warn!(plugin = %plugin, input = %input, kind = error.kind(), "input failed: {error}");
     ApiError::new(status, message)
 }

@@ -175,11 +175,11 @@ impl log::Host for InputState {
     fn log(&mut self, level: log::Level, msg: String) -> wasmtime::Result<()> {
         let (plugin, input) = (&*self.plugin.name, &*self.label);
         match level {
-            log::Level::Trace => tracing::trace!(plugin, input, "{msg}"),
-            log::Level::Debug => tracing::debug!(plugin, input, "{msg}"),
-            log::Level::Info => tracing::info!(plugin, input, "{msg}"),
-            log::Level::Warn => tracing::warn!(plugin, input, "{msg}"),
-            log::Level::Error => tracing::error!(plugin, input, "{msg}"),
+            log::Level::Trace => tracing::trace!(plugin = %plugin, input = %input, "{msg}"),
+            log::Level::Debug => tracing::debug!(plugin = %plugin, input = %input, "{msg}"),
+            log::Level::Info => tracing::info!(plugin = %plugin, input = %input, "{msg}"),
+            log::Level::Warn => tracing::warn!(plugin = %plugin, input = %input, "{msg}"),
+            log::Level::Error => tracing::error!(plugin = %plugin, input = %input, "{msg}"),
         }
         Ok(())
     }

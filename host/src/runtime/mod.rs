@@ -279,22 +279,28 @@ impl From<wasmtime::Error> for CallError {
 }
 
 fn classify(err: &wasmtime::Error, info: &PluginInfo) -> InvokeError {
-    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return InvokeError::Timeout(info.timeout);
+    if let Some(trap) = err.downcast_ref::<Trap>() {
+        if *trap == Trap::Interrupt {
+            return InvokeError::Timeout(info.timeout);
+        }
+        tracing::debug!(plugin = %info.name, "trap details: {err:?}");
+        return InvokeError::Trap(trap.to_string());
     }
     let text = format!("{err:#}");
     if text.contains("forcing trap when growing memory") {
         return InvokeError::MemoryLimit(info.memory_bytes >> 20);
     }
-    // The first line names the cause; the rest is a wasm backtrace, useful at debug level.
-    tracing::debug!(plugin = %info.name, "trap details: {err:?}");
-    InvokeError::Trap(text.lines().next().unwrap_or_default().to_string())
+    // Not a wasm trap: a host-side error, e.g. malformed data lifted from the guest. Its root
+    // cause says what went wrong; the full chain (with backtrace) is kept at debug level.
+    tracing::debug!(plugin = %info.name, "failure details: {err:?}");
+    let cause = err.chain().last().map(|c| c.to_string()).unwrap_or(text);
+    InvokeError::Trap(cause)
 }
 
 fn forward_output(plugin: &str, input: &str, stream: &str, output: &output::CapturedOutput) {
     let (text, dropped) = output.take();
     for line in text.lines().filter(|l| !l.is_empty()) {
-        tracing::info!(plugin, input, stream, "{line}");
+        tracing::info!(plugin = %plugin, input = %input, stream, "{line}");
     }
     if dropped > 0 {
         tracing::warn!(

@@ -1,0 +1,181 @@
+//! The `eventhost` binary as a user runs it: `check` exit codes, the start-up summary, one log
+//! line per failed input, and a clean exit on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_eventhost");
+
+fn write_config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
+    let file = dir.join("eventhost.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[state]\npath = \"{}\"\n[runtime]\nplugins_dir = \"{}\"\n{body}",
+        dir.join("state.redb").display(),
+        common::plugins_dir().display()
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+const HELLO_AND_TESTKIT: &str = r#"
+[plugin.hello]
+[plugin.testkit]
+limits = { memory_mib = 32, timeout_ms = 1000 }
+
+[[route]]
+method = "GET"
+path = "/hello/{name}"
+plugin = "hello"
+
+[[route]]
+method = "GET"
+path = "/t/{op}"
+plugin = "testkit"
+"#;
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), HELLO_AND_TESTKIT);
+    let out = Command::new(BIN).arg("check").arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("valid") && stdout.contains("plugin hello"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_rejects_bad_toml_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        "[[route]]\nmethod = \"GET\"\npath = \"/x\"\nplugin = \"nope\"\n",
+    );
+    let out = Command::new(BIN).arg("check").arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:10:", file.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("route[0].plugin") && stderr.contains("\"nope\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_rejects_a_plugin_without_the_handler_its_binding_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "[[topic]]\nname = \"in\"\n[plugin.hello]\n[[subscription]]\ntopic = \"in\"\nplugin = \"hello\"\n";
+    let file = write_config(dir.path(), body);
+    let out = Command::new(BIN).arg("check").arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("subscription[0]")
+            && stderr.contains("does not export eventhost:plugin/message-handler"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_rejects_a_file_that_is_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let core_module = dir.path().join("core.wasm");
+    std::fs::write(&core_module, b"\0asm\x01\0\0\0").unwrap();
+    let body = format!("[plugin.core]\npath = \"{}\"\n", core_module.display());
+    let file = write_config(dir.path(), &body);
+    let out = Command::new(BIN).arg("check").arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("plugin.core") && stderr.contains("not a component"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_prints_a_summary_logs_failures_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), HELLO_AND_TESTKIT);
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("eventhost listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    let mut summary = String::new();
+    for _ in 0..8 {
+        stdout.read_line(&mut summary).unwrap();
+    }
+    assert!(
+        summary.contains("hello")
+            && summary.contains("testkit")
+            && summary.contains("/hello/{name}"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("memory 32 MiB, timeout 1000 ms"),
+        "{summary}"
+    );
+
+    let client = reqwest::Client::new();
+    let hello = client.get(format!("{url}/hello/ada")).send().await.unwrap();
+    assert_eq!(hello.status(), 200);
+    let trapped = client.get(format!("{url}/t/trap")).send().await.unwrap();
+    assert_eq!(trapped.status(), 500);
+
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (child.wait().unwrap(), stderr)
+    });
+    let (exit, stderr) = tokio::time::timeout(Duration::from_secs(30), exit)
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "{stderr}");
+    let failure_line = stderr
+        .lines()
+        .find(|l| l.contains("input failed"))
+        .unwrap_or_else(|| panic!("no failure line in:\n{stderr}"));
+    for part in ["plugin=testkit", "GET /t/trap", "trapped"] {
+        assert!(
+            failure_line.contains(part),
+            "{part} missing from: {failure_line}"
+        );
+    }
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+}
