@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds every guest plugin as a WebAssembly component into plugins/dist/<crate-name>.wasm.
+#
+#   plugins/build.sh          build (release, wasm32-wasip2) and list the component sizes
+#   plugins/build.sh --lint   also check formatting and run clippy with warnings denied
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+lint=false
+for arg in "$@"; do
+    case "$arg" in
+        --lint) lint=true ;;
+        *) echo "usage: $0 [--lint]" >&2; exit 2 ;;
+    esac
+done
+
+target=wasm32-wasip2
+rustup target list --installed | grep -qx "$target" || rustup target add "$target" >/dev/null
+
+if $lint; then
+    cargo fmt --check
+    cargo clippy --release --target "$target" -- -D warnings
+    # The unit tests only build natively, so lint them there.
+    cargo clippy --all-targets -- -D warnings
+fi
+
+cargo build --release --target "$target"
+
+# Plugin crates are the cdylib members; cargo names their output with underscores.
+mkdir -p dist
+for manifest in */Cargo.toml; do
+    grep -q '"cdylib"' "$manifest" || continue
+    name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -n1)
+    cp "target/$target/release/${name//-/_}.wasm" "dist/$name.wasm"
+done
+
+echo "components in plugins/dist:"
+for wasm in dist/*.wasm; do
+    printf '  %-14s %8d bytes\n' "$(basename "$wasm")" "$(stat -c %s "$wasm")"
+done
