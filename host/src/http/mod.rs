@@ -155,6 +155,7 @@ async fn call_plugin(
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or_default().to_string(),
+        route: route.pattern.clone(),
         params,
         headers: header_pairs(&parts.headers),
         body: body.to_vec(),

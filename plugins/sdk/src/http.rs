@@ -11,6 +11,8 @@ pub struct Request {
     pub path: String,
     /// The raw query string, without `?`.
     pub query: String,
+    /// The route pattern that matched, e.g. `/api/cart/{cartId}` (empty in tests that do not set it).
+    pub route: String,
     /// The route's `{name}` segments, by name.
     pub params: Vec<(String, String)>,
     /// Header names are lower case.
