@@ -3,7 +3,7 @@
 CARGO ?= cargo
 COOLSTORE ?= examples/coolstore/eventhost.toml
 
-.PHONY: build plugins host test lint run run-kafka kafka-start kafka-stop clean
+.PHONY: build plugins host test lint run run-kafka run-hello kafka-start kafka-stop clean
 
 build: plugins host
 
@@ -22,12 +22,22 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 	bash plugins/build.sh --lint
 
+SHOP_PLUGINS = catalog cart payment order
+
 # The coolstore on the embedded bus at http://127.0.0.1:8080.
 run: plugins
+	bash scripts/stage-plugins examples/coolstore/plugins $(SHOP_PLUGINS)
 	$(CARGO) run --bin eventhost -- run $(COOLSTORE)
 
+# The same shop on a real Kafka broker (started here, left running; stop it with make kafka-stop).
 run-kafka: plugins kafka-start
+	bash scripts/stage-plugins examples/coolstore/plugins $(SHOP_PLUGINS)
 	$(CARGO) run --bin eventhost -- run examples/coolstore/eventhost-kafka.toml
+
+# The smallest example: one plugin, one route, at http://127.0.0.1:8080/hello/you.
+run-hello: plugins
+	bash scripts/stage-plugins examples/hello/plugins hello
+	$(CARGO) run --bin eventhost -- run examples/hello/eventhost.toml
 
 kafka-start:
 	bash scripts/kafka start

@@ -14,5 +14,6 @@ pub mod bus;
 pub mod config;
 pub mod dispatch;
 pub mod http;
+pub mod reload;
 pub mod runtime;
 pub mod state;

@@ -44,6 +44,14 @@ enum Command {
         /// The eventhost.toml file.
         config: PathBuf,
     },
+    /// Lists the plugins of the host running with CONFIG (from its admin routes).
+    Plugins {
+        /// The eventhost.toml file of the running host.
+        config: PathBuf,
+        /// Ask this address instead of the one in CONFIG, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,12 +79,13 @@ fn main() -> ExitCode {
                 state,
             } => run(config, listen, state).await,
             Command::Check { config } => check(config).await,
+            Command::Plugins { config, addr } => plugins(config, addr).await,
         }
     })
 }
 
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
+    Config::load_deployment(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_CONFIG)
     })
@@ -145,7 +154,7 @@ async fn run(
         config.state.path = state;
     }
     let host = match Host::build(config).await {
-        Ok(host) => host,
+        Ok(host) => host.reload_from(path.clone()),
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::from(EXIT_CONFIG);
@@ -170,6 +179,26 @@ async fn finish(running: RunningHost) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn plugins(path: PathBuf, addr: Option<std::net::SocketAddr>) -> ExitCode {
+    let addr = match addr {
+        Some(addr) => addr,
+        None => match load_config(&path) {
+            Ok(config) => config.server.admin_listen.unwrap_or(config.server.listen),
+            Err(code) => return code,
+        },
+    };
+    match eventhost::app::admin_client::list(addr).await {
+        Ok(plugins) => {
+            print!("{}", eventhost::app::admin_client::table(&plugins));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot ask the host at {addr}: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -9,12 +9,21 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_eventhost");
 
+/// Writes a config into `dir` whose plugins folder holds copies of hello and testkit.
 fn write_config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for name in ["hello", "testkit"] {
+        std::fs::copy(
+            common::plugin_wasm(name),
+            plugins.join(format!("{name}.wasm")),
+        )
+        .unwrap();
+    }
     let file = dir.join("eventhost.toml");
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[state]\npath = \"{}\"\n[runtime]\nplugins_dir = \"{}\"\n{body}",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[state]\npath = \"{}\"\n[runtime]\nplugins_dir = \"plugins\"\n{body}",
         dir.join("state.redb").display(),
-        common::plugins_dir().display()
     );
     std::fs::write(&file, text).unwrap();
     file

@@ -35,6 +35,7 @@
 //! ```
 
 mod bindings;
+mod drop_in;
 mod error;
 mod model;
 mod names;
@@ -62,6 +63,13 @@ impl Config {
             error,
         })?;
         Self::parse(&text, path)
+    }
+
+    /// Reads the configuration file at `path` together with the drop-in plugins of its
+    /// plugins folder: each `<name>.wasm` there is a plugin, bound by an optional `<name>.toml`
+    /// beside it. This is what the host runs; [`Config::load`] reads the file alone.
+    pub fn load_deployment(path: &Path) -> Result<Config, ConfigError> {
+        drop_in::load(path)
     }
 
     /// Validates configuration `text` as if read from `file`, which names it in errors and

@@ -95,6 +95,18 @@ pub(crate) struct RawTopic {
     pub(crate) replication: Option<Spanned<i16>>,
 }
 
+/// A drop-in binding file `<plugins_dir>/<name>.toml`: one plugin's own tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDropIn {
+    #[serde(default)]
+    plugin: BTreeMap<Spanned<String>, RawPlugin>,
+    #[serde(default)]
+    subscription: Vec<RawSubscription>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+}
+
 /// `[plugin.<name>]`; the name is the map key.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,17 +174,58 @@ impl RawConfig {
         Ok(raw)
     }
 
+    /// Parses a drop-in binding file: only `[plugin.<name>]`, `[[subscription]]` and
+    /// `[[route]]` tables, each about `plugin` (the file's own plugin).
+    pub(crate) fn parse_drop_in(
+        text: &str,
+        file: &Path,
+        plugin: &str,
+    ) -> Result<Self, ConfigError> {
+        let source = Source::new(file, text);
+        let drop_in: RawDropIn =
+            toml::from_str(text).map_err(|e| toml_error::convert(&source, &e))?;
+        let foreign = |name: &Spanned<String>, key: String| {
+            (name.get_ref() != plugin).then(|| {
+                source.error(
+                    name.span(),
+                    key,
+                    format!(
+                        "a drop-in file may only bind its own plugin {plugin:?}, not {:?}",
+                        name.get_ref()
+                    ),
+                )
+            })
+        };
+        for name in drop_in.plugin.keys() {
+            if let Some(err) = foreign(name, format!("plugin.{}", quote_key(name.get_ref()))) {
+                return Err(err);
+            }
+        }
+        for (i, sub) in drop_in.subscription.iter().enumerate() {
+            if let Some(err) = foreign(&sub.plugin, format!("subscription[{i}].plugin")) {
+                return Err(err);
+            }
+        }
+        for (i, route) in drop_in.route.iter().enumerate() {
+            if let Some(err) = foreign(&route.plugin, format!("route[{i}].plugin")) {
+                return Err(err);
+            }
+        }
+        let mut raw = RawConfig {
+            plugin: drop_in.plugin,
+            subscription: drop_in.subscription,
+            route: drop_in.route,
+            ..RawConfig::default()
+        };
+        raw.set_origin(&source);
+        raw.source = source;
+        Ok(raw)
+    }
+
     /// Adds the topics, plugins, subscriptions and routes of `other` (e.g. a drop-in file) to
     /// `self`. Its `[server]`, `[bus]`, `[state]` and `[runtime]` are ignored; a drop-in
     /// format should reject them before merging. A plugin defined in both is an error that
     /// points at the second definition.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "drop-in binding files are loaded in a later change"
-        )
-    )]
     pub(crate) fn merge(&mut self, other: Self) -> Result<(), ConfigError> {
         for (name, plugin) in other.plugin {
             if let Some((first, existing)) = self.plugin.get_key_value(&name) {

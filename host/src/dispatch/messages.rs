@@ -12,7 +12,7 @@ use crate::bus::{Handled, Record, RecordHandler};
 use crate::runtime::{Delivery, Message, OutMessage};
 
 /// What the dispatcher needs to know about one subscription.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionRuntime {
     /// The consumed topic.
     pub topic: String,

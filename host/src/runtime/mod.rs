@@ -164,6 +164,30 @@ impl Runtime {
         })
     }
 
+    /// A new version of `plugin` with the same code and different settings (config values,
+    /// limits, allowed topics): nothing is compiled again.
+    pub fn reconfigure(
+        &self,
+        plugin: &LoadedPlugin,
+        mut info: PluginInfo,
+    ) -> anyhow::Result<LoadedPlugin> {
+        if info.memory_bytes > self.settings.max_memory_bytes {
+            bail!(
+                "memory limit {} MiB is above the runtime's maximum of {} MiB",
+                info.memory_bytes >> 20,
+                self.settings.max_memory_bytes >> 20
+            );
+        }
+        info.version = plugin.info.version.clone();
+        Ok(LoadedPlugin {
+            info: Arc::new(info),
+            loaded_at: std::time::SystemTime::now(),
+            pre: plugin.pre.clone(),
+            message: plugin.message.clone(),
+            http: plugin.http.clone(),
+        })
+    }
+
     /// Reads and loads the component at `path`.
     pub fn load_file(&self, info: PluginInfo, path: &Path) -> anyhow::Result<LoadedPlugin> {
         let bytes =

@@ -11,7 +11,7 @@ use super::bindings::{http_handler, message_handler};
 use super::host_state::InputState;
 
 /// What the host knows about a plugin version besides its code.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginInfo {
     /// The plugin's name from the config; also its state namespace.
     pub name: String,

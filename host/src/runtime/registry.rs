@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use super::LoadedPlugin;
 
@@ -17,8 +17,6 @@ pub struct PluginStats {
     pub handled: AtomicU64,
     /// Inputs that failed (each failed attempt counts).
     pub failed: AtomicU64,
-    /// The last failed load of a new version, if the current one is older than it.
-    pub last_load_error: Mutex<Option<String>>,
 }
 
 struct Entry {
@@ -54,14 +52,7 @@ impl Registry {
         let plugin = Arc::new(plugin);
         let mut plugins = self.plugins.write().unwrap_or_else(|e| e.into_inner());
         match plugins.get_mut(&name) {
-            Some(entry) => {
-                *entry
-                    .stats
-                    .last_load_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = None;
-                Some(std::mem::replace(&mut entry.current, plugin))
-            }
+            Some(entry) => Some(std::mem::replace(&mut entry.current, plugin)),
             None => {
                 plugins.insert(
                     name,

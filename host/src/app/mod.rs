@@ -1,6 +1,11 @@
 //! Wiring: from a validated config to a running host, and back down on shutdown.
 
+pub mod admin;
+pub mod admin_client;
+mod deployment;
+
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,33 +13,39 @@ use anyhow::{Context as _, bail};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use deployment::{ApplyReport, Deployment, subscription_runtime};
+
 use crate::bus::{Bus, EmbeddedBus, KafkaBus, KafkaSettings, TopicSpec};
 use crate::config::{BusConfig, Config, PluginConfig};
-use crate::dispatch::{Dispatcher, SubscriptionRuntime};
-use crate::http::{HttpState, Route, RouteTable};
+use crate::dispatch::Dispatcher;
+use crate::http::{HttpState, RouteTable};
 use crate::runtime::{LoadedPlugin, PluginInfo, Registry, Runtime, RuntimeSettings};
 use crate::state::{EmbeddedStore, StateStore};
 
 /// A host built from a config, with every plugin loaded and checked, not yet serving.
 pub struct Host {
     config: Config,
-    dispatcher: Arc<Dispatcher>,
+    deployment: Arc<Deployment>,
     http: Arc<HttpState>,
+    reload_from: Option<PathBuf>,
 }
 
 /// A host that serves HTTP and consumes its subscriptions until [`RunningHost::stop`].
 pub struct RunningHost {
     /// The address the HTTP server listens on.
     pub addr: SocketAddr,
-    dispatcher: Arc<Dispatcher>,
+    /// The address of the admin routes, when they have a listener of their own.
+    pub admin_addr: Option<SocketAddr>,
+    deployment: Arc<Deployment>,
     shutdown: CancellationToken,
-    server: JoinHandle<std::io::Result<()>>,
-    subscriptions: Vec<JoinHandle<()>>,
+    servers: Vec<JoinHandle<std::io::Result<()>>>,
+    watcher: Option<JoinHandle<()>>,
     grace: Duration,
 }
 
 impl Host {
-    /// Opens the store and the bus, declares the topics, and loads every plugin.
+    /// Opens the store and the bus, declares the topics, and loads every plugin. Any plugin
+    /// that fails to load or lacks a handler its bindings need is an error.
     pub async fn build(config: Config) -> anyhow::Result<Host> {
         let store: Arc<dyn StateStore> = Arc::new(
             EmbeddedStore::open(&config.state.path)
@@ -48,39 +59,43 @@ impl Host {
                 options: kafka.options.clone(),
             })?),
         };
-        bus.ensure_topics(topic_specs(&config))
-            .await
-            .context("declaring topics")?;
         let runtime = Arc::new(Runtime::new(runtime_settings(&config), store.clone())?);
         let registry = Arc::new(Registry::new());
         for plugin in load_plugins(&runtime, &config).await? {
             registry.install(plugin);
         }
         let dispatcher = Arc::new(Dispatcher::new(
-            runtime,
+            runtime.clone(),
             registry,
             store,
             bus,
             config.runtime.max_concurrency as usize,
         ));
-        let routes = RouteTable::new(
-            config
-                .routes
-                .iter()
-                .map(|r| Route::new(&r.method, &r.path, &r.plugin))
-                .collect(),
-        );
         let http = Arc::new(HttpState::new(
             dispatcher.clone(),
-            routes,
+            RouteTable::default(),
             config.server.body_limit_bytes,
             config.server.static_dir.clone(),
         ));
+        let deployment = Arc::new(Deployment::new(runtime, dispatcher, http.clone()));
+        // Everything is loaded already, so this only declares topics and sets the routes.
+        let report = deployment.apply(config.clone()).await;
+        if let Some((what, why)) = report.failed.first() {
+            bail!("{}: {what}: {why}", config.file.display());
+        }
         Ok(Host {
             config,
-            dispatcher,
+            deployment,
             http,
+            reload_from: None,
         })
+    }
+
+    /// Watches `main_config` and its plugins folder once started, applying every change
+    /// while the host runs (see [`crate::reload`]).
+    pub fn reload_from(mut self, main_config: PathBuf) -> Self {
+        self.reload_from = Some(main_config);
+        self
     }
 
     /// The config the host was built from.
@@ -90,57 +105,76 @@ impl Host {
 
     /// The dispatcher (plugins, bus) of this host.
     pub fn dispatcher(&self) -> &Arc<Dispatcher> {
-        &self.dispatcher
+        self.deployment.dispatcher()
     }
 
-    /// Binds the listener, starts every subscription, and serves until stopped.
+    /// Binds the listeners, starts every subscription (and the watcher), and serves until
+    /// stopped.
     pub async fn start(self) -> anyhow::Result<RunningHost> {
-        let listener = tokio::net::TcpListener::bind(self.config.server.listen)
+        let listen = self.config.server.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", self.config.server.listen))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let mut subscriptions = Vec::new();
-        for sub in &self.config.subscriptions {
-            let runtime = SubscriptionRuntime {
-                topic: sub.topic.clone(),
-                plugin: sub.plugin.clone(),
-                group: sub.group.clone(),
-                dead_letter: sub.dead_letter.clone(),
-                attempts: sub.retry.attempts,
-                backoff: sub.retry.backoff,
-                max_backoff: sub.retry.max_backoff,
-            };
-            let handler = self.dispatcher.record_handler(runtime, shutdown.clone());
-            let task = self
-                .dispatcher
-                .bus()
-                .subscribe(&sub.topic, &sub.group, handler, shutdown.clone())
-                .with_context(|| format!("subscribing {} to {}", sub.plugin, sub.topic))?;
-            subscriptions.push(task);
+        let admin = admin::router(self.deployment.clone());
+        let mut app = crate::http::router(self.http.clone());
+        let mut servers = Vec::new();
+        let mut admin_addr = None;
+        match self.config.server.admin_listen {
+            Some(admin_listen) => {
+                let admin_listener = tokio::net::TcpListener::bind(admin_listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
+                admin_addr = Some(admin_listener.local_addr()?);
+                servers.push(serve(admin_listener, admin, shutdown.clone()));
+            }
+            None => app = app.merge(admin),
         }
-        let app = crate::http::router(self.http.clone());
-        let stop = shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
+        servers.push(serve(listener, app, shutdown.clone()));
+        self.deployment.start(shutdown.clone()).await;
+        let watcher = match self.reload_from {
+            Some(path) => Some(crate::reload::spawn(
+                path,
+                self.config.runtime.plugins_dir.clone(),
+                self.deployment.clone(),
+                shutdown.clone(),
+            )?),
+            None => None,
+        };
         Ok(RunningHost {
             addr,
-            dispatcher: self.dispatcher,
+            admin_addr,
+            deployment: self.deployment,
             shutdown,
-            server,
-            subscriptions,
+            servers,
+            watcher,
             grace: self.config.server.shutdown_grace,
         })
     }
 }
 
+fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    })
+}
+
 impl RunningHost {
     /// The dispatcher (plugins, bus) of this host.
     pub fn dispatcher(&self) -> &Arc<Dispatcher> {
-        &self.dispatcher
+        self.deployment.dispatcher()
+    }
+
+    /// The live deployment, to apply a new config by hand.
+    pub fn deployment(&self) -> &Arc<Deployment> {
+        &self.deployment
     }
 
     /// A token that stops the host when cancelled.
@@ -160,14 +194,17 @@ impl RunningHost {
         self.shutdown.cancel();
         tracing::info!(grace = ?self.grace, "shutting down: draining in-flight inputs");
         let drain = async {
-            for task in self.subscriptions {
-                let _ = task.await;
+            if let Some(watcher) = self.watcher {
+                let _ = watcher.await;
             }
-            self.server.await
+            self.deployment.drain().await;
+            for server in self.servers {
+                server.await??;
+            }
+            Ok::<_, anyhow::Error>(())
         };
         match tokio::time::timeout(self.grace, drain).await {
-            Ok(Ok(result)) => result.context("http server")?,
-            Ok(Err(join)) => bail!("http server task failed: {join}"),
+            Ok(result) => result.context("http server")?,
             Err(_) => bail!(
                 "in-flight work did not finish within the grace period of {:?}",
                 self.grace

@@ -1,0 +1,300 @@
+//! The live deployment: which plugin versions, routes and subscriptions are active, and how a
+//! new config is applied to them while the host runs.
+//!
+//! Applying is a reconciliation: each plugin whose code or settings changed is loaded and
+//! checked off the async runtime, then swapped in atomically; a plugin that fails any check
+//! keeps its previous version. Routes and subscriptions follow the plugins that are loaded.
+//! Subscriptions whose settings did not change keep running (and keep their partitions);
+//! removed ones are stopped after their in-flight inputs commit.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context as _, bail};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{plugin_info, topic_specs};
+use crate::config::{Config, SubscriptionConfig};
+use crate::dispatch::{Dispatcher, SubscriptionRuntime};
+use crate::http::{HttpState, Route, RouteTable};
+use crate::runtime::{LoadedPlugin, PluginInfo, Runtime, version_of};
+
+/// What applying a config changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Plugins loaded or swapped to a new version, as `name@version`.
+    pub loaded: Vec<String>,
+    /// Plugins removed.
+    pub unloaded: Vec<String>,
+    /// Plugins whose new version was rejected, with the reason; the old version (if any) serves.
+    pub failed: Vec<(String, String)>,
+}
+
+struct RunningSubscription {
+    settings: SubscriptionRuntime,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Applied {
+    config: Option<Config>,
+    subscriptions: Vec<RunningSubscription>,
+    /// Set once the host started; until then subscriptions are only planned.
+    shutdown: Option<CancellationToken>,
+}
+
+/// See the module docs.
+pub struct Deployment {
+    runtime: Arc<Runtime>,
+    dispatcher: Arc<Dispatcher>,
+    http: Arc<HttpState>,
+    applied: tokio::sync::Mutex<Applied>,
+    load_errors: Mutex<BTreeMap<String, String>>,
+}
+
+impl Deployment {
+    pub(super) fn new(
+        runtime: Arc<Runtime>,
+        dispatcher: Arc<Dispatcher>,
+        http: Arc<HttpState>,
+    ) -> Self {
+        Deployment {
+            runtime,
+            dispatcher,
+            http,
+            applied: Default::default(),
+            load_errors: Default::default(),
+        }
+    }
+
+    /// The dispatcher (registry, bus).
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
+    /// The config last applied.
+    pub async fn config(&self) -> Option<Config> {
+        self.applied.lock().await.config.clone()
+    }
+
+    /// The last rejected load of each plugin whose current version is older than the file.
+    pub fn load_errors(&self) -> BTreeMap<String, String> {
+        self.load_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Brings plugins, routes and subscriptions in line with `config`.
+    pub async fn apply(&self, config: Config) -> ApplyReport {
+        let mut applied = self.applied.lock().await;
+        let mut report = ApplyReport::default();
+        if let Err(e) = self
+            .dispatcher
+            .bus()
+            .ensure_topics(topic_specs(&config))
+            .await
+        {
+            report.failed.push(("topics".into(), e.to_string()));
+        }
+        let registry = self.dispatcher.registry();
+        for plugin in config.plugins.values() {
+            let needs = Needs::of(&config, &plugin.name);
+            match self
+                .load_version(registry.get(&plugin.name), plugin_info(plugin), needs)
+                .await
+            {
+                Ok(None) => {}
+                Ok(Some(new)) => {
+                    report
+                        .loaded
+                        .push(format!("{}@{}", new.info.name, new.info.version));
+                    self.set_load_error(&plugin.name, None);
+                    registry.install(new);
+                }
+                Err(e) => {
+                    let reason = format!("{e:#}");
+                    tracing::error!(plugin = %plugin.name, source = %plugin.path.display(), "new version rejected, previous one keeps serving: {reason}");
+                    self.set_load_error(&plugin.name, Some(reason.clone()));
+                    report.failed.push((plugin.name.clone(), reason));
+                }
+            }
+        }
+        for (plugin, _) in registry.all() {
+            if !config.plugins.contains_key(&plugin.info.name) {
+                registry.remove(&plugin.info.name);
+                self.set_load_error(&plugin.info.name, None);
+                report.unloaded.push(plugin.info.name.clone());
+            }
+        }
+        let routes = config
+            .routes
+            .iter()
+            .filter(|r| registry.get(&r.plugin).is_some())
+            .map(|r| Route::new(&r.method, &r.path, &r.plugin))
+            .collect();
+        self.http.set_routes(RouteTable::new(routes));
+        applied.config = Some(config);
+        self.sync_subscriptions(&mut applied).await;
+        for name in &report.loaded {
+            tracing::info!(plugin = %name, "plugin loaded");
+        }
+        for name in &report.unloaded {
+            tracing::info!(plugin = %name, "plugin unloaded");
+        }
+        report
+    }
+
+    /// Starts the planned subscriptions; later applies start and stop them as needed.
+    pub async fn start(&self, shutdown: CancellationToken) {
+        let mut applied = self.applied.lock().await;
+        applied.shutdown = Some(shutdown);
+        self.sync_subscriptions(&mut applied).await;
+    }
+
+    /// Waits for every subscription to finish after shutdown was signalled.
+    pub async fn drain(&self) {
+        let subscriptions = std::mem::take(&mut self.applied.lock().await.subscriptions);
+        for sub in subscriptions {
+            let _ = sub.task.await;
+        }
+    }
+
+    /// Stops subscriptions that are no longer wanted (after their in-flight inputs commit) and
+    /// starts new ones; unchanged ones keep running undisturbed.
+    async fn sync_subscriptions(&self, applied: &mut Applied) {
+        let Some(shutdown) = applied.shutdown.clone() else {
+            return;
+        };
+        let registry = self.dispatcher.registry();
+        let wanted: Vec<SubscriptionRuntime> = applied
+            .config
+            .iter()
+            .flat_map(|c| c.subscriptions.iter())
+            .filter(|s| registry.get(&s.plugin).is_some())
+            .map(subscription_runtime)
+            .collect();
+        let (keep, stop): (Vec<_>, Vec<_>) = std::mem::take(&mut applied.subscriptions)
+            .into_iter()
+            .partition(|r| wanted.contains(&r.settings));
+        for sub in stop {
+            sub.stop.cancel();
+            let _ = sub.task.await;
+            tracing::info!(topic = %sub.settings.topic, plugin = %sub.settings.plugin, "subscription stopped");
+        }
+        applied.subscriptions = keep;
+        for settings in wanted {
+            if applied.subscriptions.iter().any(|r| r.settings == settings) {
+                continue;
+            }
+            let stop = shutdown.child_token();
+            let handler = self
+                .dispatcher
+                .record_handler(settings.clone(), stop.clone());
+            match self.dispatcher.bus().subscribe(
+                &settings.topic,
+                &settings.group,
+                handler,
+                stop.clone(),
+            ) {
+                Ok(task) => {
+                    tracing::info!(topic = %settings.topic, plugin = %settings.plugin, group = %settings.group, "subscription started");
+                    applied.subscriptions.push(RunningSubscription {
+                        settings,
+                        stop,
+                        task,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(topic = %settings.topic, plugin = %settings.plugin, "cannot subscribe: {e}")
+                }
+            }
+        }
+    }
+
+    /// Loads the version of a plugin that `info` describes, unless it is the current one.
+    async fn load_version(
+        &self,
+        current: Option<Arc<LoadedPlugin>>,
+        info: PluginInfo,
+        needs: Needs,
+    ) -> anyhow::Result<Option<LoadedPlugin>> {
+        let bytes = tokio::fs::read(&info.source)
+            .await
+            .with_context(|| format!("cannot read {}", info.source.display()))?;
+        if let Some(current) = current.filter(|c| c.info.version == version_of(&bytes)) {
+            let unchanged = PluginInfo {
+                version: current.info.version.clone(),
+                ..info.clone()
+            };
+            if *current.info == unchanged {
+                return Ok(None);
+            }
+            let reconfigured = self.runtime.reconfigure(&current, info)?;
+            return Ok(Some(reconfigured));
+        }
+        let runtime = self.runtime.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let loaded = runtime.load(info, &bytes)?;
+            runtime
+                .try_instantiate(&loaded)
+                .context("it does not instantiate")?;
+            Ok::<_, anyhow::Error>(loaded)
+        })
+        .await??;
+        needs.check(&loaded)?;
+        Ok(Some(loaded))
+    }
+
+    fn set_load_error(&self, plugin: &str, error: Option<String>) {
+        let mut errors = self.load_errors.lock().unwrap_or_else(|e| e.into_inner());
+        match error {
+            Some(error) => errors.insert(plugin.to_string(), error),
+            None => errors.remove(plugin),
+        };
+    }
+}
+
+/// Which handlers a plugin's bindings need.
+#[derive(Debug, Clone, Copy)]
+struct Needs {
+    http: bool,
+    message: bool,
+}
+
+impl Needs {
+    fn of(config: &Config, plugin: &str) -> Self {
+        Needs {
+            http: config.routes.iter().any(|r| r.plugin == plugin),
+            message: config.subscriptions.iter().any(|s| s.plugin == plugin),
+        }
+    }
+
+    fn check(self, plugin: &LoadedPlugin) -> anyhow::Result<()> {
+        let exports = plugin.exports();
+        if self.http && !exports.http {
+            bail!("it does not export eventhost:plugin/http-handler, which its routes need");
+        }
+        if self.message && !exports.message {
+            bail!(
+                "it does not export eventhost:plugin/message-handler, which its subscriptions need"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The dispatcher's view of a configured subscription.
+pub fn subscription_runtime(sub: &SubscriptionConfig) -> SubscriptionRuntime {
+    SubscriptionRuntime {
+        topic: sub.topic.clone(),
+        plugin: sub.plugin.clone(),
+        group: sub.group.clone(),
+        dead_letter: sub.dead_letter.clone(),
+        attempts: sub.retry.attempts,
+        backoff: sub.retry.backoff,
+        max_backoff: sub.retry.max_backoff,
+    }
+}

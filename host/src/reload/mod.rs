@@ -1,0 +1,144 @@
+//! Hot reload: watches the main config file and the plugins folder and applies every change to
+//! the running deployment (see [`crate::app::Deployment`]).
+//!
+//! File events are debounced, then the watcher waits until the plugins folder stops changing
+//! (sizes and modification times stable), so a file still being copied is not read. A file
+//! that is read half-written anyway fails validation and leaves the old version serving; the
+//! write's next event loads it once it is complete.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Deployment;
+use crate::config::Config;
+
+/// How long the folder must be quiet before a batch of events is applied.
+const QUIET: Duration = Duration::from_millis(200);
+/// How long file sizes and times must stay the same to count as fully written.
+const SETTLE: Duration = Duration::from_millis(150);
+/// Give up waiting for writes to settle after this long and let validation decide.
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Starts watching `main_config` and `plugins_dir`; the task ends when `shutdown` fires.
+pub fn spawn(
+    main_config: PathBuf,
+    plugins_dir: PathBuf,
+    deployment: Arc<Deployment>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    std::fs::create_dir_all(&plugins_dir)
+        .with_context(|| format!("creating {}", plugins_dir.display()))?;
+    let plugins_dir = plugins_dir.canonicalize()?;
+    let main_config = main_config.canonicalize()?;
+    let (events, mut received) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let _ = events.send(event);
+    })?;
+    // Watch the folder holding the config, not the file: editors replace files by renaming.
+    let config_dir = main_config.parent().unwrap_or(Path::new("/")).to_path_buf();
+    watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
+    watcher.watch(&plugins_dir, RecursiveMode::NonRecursive)?;
+    tracing::info!(config = %main_config.display(), plugins = %plugins_dir.display(), "watching for changes");
+    Ok(tokio::spawn(async move {
+        let _watcher = watcher; // dropping it stops the events
+        let relevant = |event: &notify::Event| {
+            !matches!(event.kind, EventKind::Access(_))
+                && event.paths.iter().any(|p| {
+                    *p == main_config
+                        || (p.parent() == Some(&plugins_dir)
+                            && p.extension().is_some_and(|e| e == "wasm" || e == "toml"))
+                })
+        };
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = received.recv() => event,
+            };
+            match event {
+                None => return,
+                Some(Ok(event)) if relevant(&event) => {}
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    tracing::warn!("file watch error: {e}");
+                    continue;
+                }
+            }
+            // Debounce: apply once the burst of events is over.
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(QUIET) => break,
+                    _ = received.recv() => {}
+                }
+            }
+            settle(&plugins_dir).await;
+            apply(&main_config, &deployment).await;
+        }
+    }))
+}
+
+/// Reloads the config with its drop-ins and applies it; a bad config changes nothing.
+async fn apply(main_config: &Path, deployment: &Deployment) {
+    let config = match Config::load_deployment(main_config) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(
+                "config change not applied, the deployment keeps running as it was: {e}"
+            );
+            return;
+        }
+    };
+    if let Some(current) = deployment.config().await
+        && (current.server != config.server
+            || current.bus != config.bus
+            || current.state != config.state
+            || current.runtime != config.runtime)
+    {
+        tracing::warn!(
+            "changes to [server], [bus], [state] or [runtime] take effect at the next start"
+        );
+    }
+    let report = deployment.apply(config).await;
+    tracing::info!(
+        loaded = ?report.loaded,
+        unloaded = ?report.unloaded,
+        rejected = report.failed.len(),
+        "configuration reloaded"
+    );
+}
+
+/// Waits until no file in `dir` changes size or modification time for [`SETTLE`].
+async fn settle(dir: &Path) {
+    let started = std::time::Instant::now();
+    let mut before = snapshot(dir);
+    loop {
+        tokio::time::sleep(SETTLE).await;
+        let now = snapshot(dir);
+        if now == before || started.elapsed() > SETTLE_LIMIT {
+            return;
+        }
+        before = now;
+    }
+}
+
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((e.path(), meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    files.sort();
+    files
+}

@@ -1,0 +1,998 @@
+//! Crash tests on a real Kafka broker (`EVENTHOST_KAFKA_BOOTSTRAP`, default 127.0.0.1:9092,
+//! controlled with `scripts/kafka`): the `eventhost` binary is killed with SIGKILL mid-stream,
+//! and the broker is stopped and started again under load. Nothing may be lost, and duplicates
+//! may only come from the window that was not yet committed.
+//!
+//! Both tests stop or kill things, so they run one after the other (`SERIAL`), and a guard starts
+//! the broker again when a test ends, even when it fails.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eventhost::bus::{Bus, Handled, KafkaBus, KafkaSettings, Record, TopicSpec};
+use eventhost::runtime::OutMessage;
+use eventhost::state::{EmbeddedStore, StateStore};
+use futures::FutureExt;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_eventhost");
+const PARTITIONS: i32 = 3;
+/// The plugin under test, also its state namespace.
+const PLUGIN: &str = "testkit";
+
+/// The tests kill the host and stop the broker: never two at once.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn bootstrap() -> String {
+    std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A name no other test or earlier run uses.
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+// --- the broker ----------------------------------------------------------------------------
+
+/// Runs `scripts/kafka <action>` and fails the test with its output if it fails.
+fn kafka_script(action: &str) -> Duration {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka");
+    let started = Instant::now();
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(action)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} {action}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "scripts/kafka {action} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    started.elapsed()
+}
+
+async fn kafka_script_async(action: &'static str) -> Duration {
+    tokio::task::spawn_blocking(move || kafka_script(action))
+        .await
+        .unwrap_or_else(|e| panic!("scripts/kafka {action}: {e}"))
+}
+
+/// Starts the broker when created (a no-op when it runs), and again when dropped, so a failed
+/// test never leaves it stopped.
+struct BrokerGuard;
+
+impl BrokerGuard {
+    fn new() -> BrokerGuard {
+        kafka_script("start");
+        BrokerGuard
+    }
+}
+
+impl Drop for BrokerGuard {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka");
+        match Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "warning: scripts/kafka start failed on drop: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("warning: cannot run scripts/kafka start on drop: {e}"),
+        }
+    }
+}
+
+/// The test's own client of the broker, from the library. `message.timeout.ms` is short so
+/// that a send during an outage fails soon and the test's producer retries it.
+fn test_bus(client_id: &str) -> Arc<dyn Bus> {
+    let options = [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+        ("message.timeout.ms", "10000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Arc::new(
+        KafkaBus::new(KafkaSettings {
+            bootstrap: bootstrap(),
+            client_id: client_id.into(),
+            options,
+        })
+        .expect("kafka bus"),
+    )
+}
+
+/// A plain rdkafka consumer for offset queries; it never joins its group.
+fn admin_consumer(group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("rdkafka consumer")
+}
+
+/// The offset committed by `group` on each partition of `topic` (0 when none).
+fn committed_offsets(group: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let consumer = admin_consumer(group);
+    let mut tpl = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        tpl.add_partition(topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("committed offsets of group {group}: {e}"));
+    committed
+        .elements_for_topic(topic)
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            (e.partition(), offset)
+        })
+        .collect()
+}
+
+/// The high watermark (next offset) of each partition of `topic`.
+fn end_offsets(topic: &str) -> BTreeMap<i32, i64> {
+    let consumer = admin_consumer(&unique("watermarks"));
+    (0..PARTITIONS)
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"));
+            (p, high)
+        })
+        .collect()
+}
+
+// --- the scenario: topics, config, and the host process --------------------------------------
+
+/// One run's topics, consumer group, config file and state file.
+struct Scenario {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    state: PathBuf,
+    input: String,
+    output: String,
+    dead_letter: String,
+    group: String,
+}
+
+impl Scenario {
+    /// Creates the topics (so no consumer can auto-create them with one partition) and writes
+    /// the config: testkit consumes `input` and forwards every `record:<n>` to `output`.
+    async fn new(bus: &Arc<dyn Bus>, name: &str) -> Scenario {
+        let dir = tempfile::tempdir().unwrap();
+        let input = unique(&format!("{name}-in"));
+        let output = unique(&format!("{name}-out"));
+        let dead_letter = format!("{input}.dlq");
+        let group = unique(&format!("{name}-group"));
+        let state = dir.path().join("state.redb");
+        let topics = [
+            (&input, PARTITIONS),
+            (&output, PARTITIONS),
+            (&dead_letter, 1),
+        ];
+        bus.ensure_topics(
+            topics
+                .iter()
+                .map(|(name, partitions)| TopicSpec {
+                    name: name.to_string(),
+                    partitions: *partitions as u32,
+                    replication: 1,
+                })
+                .collect(),
+        )
+        .await
+        .expect("topics created");
+        let toml = format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+shutdown_grace_ms = 20000
+
+[bus]
+kind = "kafka"
+bootstrap = "{bootstrap}"
+client_id = "{name}"
+
+# A killed host's consumer leaves the group after 6 s instead of 45 s.
+[bus.options]
+"session.timeout.ms" = 6000
+"heartbeat.interval.ms" = 500
+
+[state]
+path = "{state}"
+
+[runtime]
+plugins_dir = "{plugins}"
+
+[[topic]]
+name = "{input}"
+partitions = {PARTITIONS}
+
+[[topic]]
+name = "{output}"
+partitions = {PARTITIONS}
+
+[plugin.testkit]
+publish = ["{output}"]
+config = {{ forward_to = "{output}" }}
+limits = {{ memory_mib = 64, timeout_ms = 10000 }}
+
+[[subscription]]
+topic = "{input}"
+plugin = "testkit"
+group = "{group}"
+
+[[route]]
+method = "GET"
+path = "/t/{{op}}"
+plugin = "testkit"
+"#,
+            bootstrap = bootstrap(),
+            state = state.display(),
+            plugins = common::plugins_dir().display(),
+        );
+        let config = dir.path().join("eventhost.toml");
+        std::fs::write(&config, toml).unwrap();
+        Scenario {
+            dir,
+            config,
+            state,
+            input,
+            output,
+            dead_letter,
+            group,
+        }
+    }
+
+    /// Input `record:<n>`, keyed so that inputs spread over every partition.
+    fn input_message(&self, n: usize) -> OutMessage {
+        OutMessage {
+            topic: self.input.clone(),
+            key: Some(format!("key-{}", n % 97).into_bytes()),
+            value: format!("record:{n}").into_bytes(),
+            headers: vec![],
+        }
+    }
+}
+
+/// The `eventhost` binary, killed with SIGKILL when dropped.
+struct HostProcess {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl HostProcess {
+    /// Runs `eventhost run CONFIG --listen 127.0.0.1:0 --state STATE` and waits for its
+    /// `eventhost listening on http://ADDR` line. Its log goes to `host-<label>.log`.
+    async fn spawn(scenario: &Scenario, label: &str) -> HostProcess {
+        let log = scenario.dir.path().join(format!("host-{label}.log"));
+        let stderr = File::create(&log).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("run")
+            .arg(&scenario.config)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--state")
+            .arg(&scenario.state)
+            .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("eventhost spawns");
+        let stdout = child.stdout.take().unwrap();
+        let first = tokio::task::spawn_blocking(move || {
+            let mut stdout = BufReader::new(stdout);
+            let mut first = String::new();
+            let _ = stdout.read_line(&mut first);
+            // Keep draining, so the host never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+            });
+            first
+        });
+        let first = tokio::time::timeout(Duration::from_secs(120), first)
+            .await
+            .unwrap_or_else(|_| panic!("eventhost did not start within 120 s:\n{}", tail(&log)))
+            .unwrap();
+        let Some(url) = first.trim().strip_prefix("eventhost listening on ") else {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            panic!(
+                "eventhost did not start (exit {status}, first line {first:?}):\n{}",
+                tail(&log)
+            );
+        };
+        HostProcess {
+            url: url.to_string(),
+            child,
+            log,
+        }
+    }
+
+    /// `kill -9`: no shutdown hook, no final commit.
+    fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL sent");
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.code().is_none(),
+            "the host had already exited with {status} before the kill:\n{}",
+            tail(&self.log)
+        );
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last lines of a log file, for failure messages.
+fn tail(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = File::open(path) {
+        let _ = file.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(40);
+    format!(
+        "--- last lines of {} ---\n{}",
+        path.display(),
+        lines[start..].join("\n")
+    )
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// `GET /healthz`: the status code and `status` field, or `None` when it did not answer.
+async fn health(client: &reqwest::Client, url: &str) -> Option<(u16, String)> {
+    let response = client.get(format!("{url}/healthz")).send().await.ok()?;
+    let code = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.ok()?;
+    Some((
+        code,
+        body["status"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+/// Every `rec:<partition>:<offset>` entry of the plugin's state, through its HTTP route:
+/// position -> recorded text.
+async fn state_over_http(
+    client: &reqwest::Client,
+    url: &str,
+) -> Option<BTreeMap<(i32, i64), String>> {
+    let response = client
+        .get(format!("{url}/t/state-scan?prefix=rec:"))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let entries: BTreeMap<String, String> = response.json().await.ok()?;
+    Some(parse_state(entries))
+}
+
+/// The same, read straight from the state file (the host must not be running).
+fn state_from_file(path: &Path) -> BTreeMap<(i32, i64), String> {
+    let store = EmbeddedStore::open(path).expect("state file opens after the kill");
+    let entries = store.scan(PLUGIN, "rec:").expect("state scan");
+    parse_state(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v).expect("utf-8 state value")))
+            .collect(),
+    )
+}
+
+fn parse_state(entries: BTreeMap<String, String>) -> BTreeMap<(i32, i64), String> {
+    entries
+        .into_iter()
+        .map(|(key, value)| {
+            let mut parts = key.split(':').skip(1);
+            let position = parts
+                .next()
+                .and_then(|p| p.parse().ok())
+                .zip(parts.next().and_then(|o| o.parse().ok()))
+                .unwrap_or_else(|| panic!("unexpected state key {key:?}"));
+            (position, value)
+        })
+        .collect()
+}
+
+// --- watching topics -----------------------------------------------------------------------
+
+/// Every record of a topic, read by a fresh consumer group and de-duplicated by position, so a
+/// re-delivery to this reader is never mistaken for a duplicate on the topic.
+struct TopicReader {
+    records: Arc<Mutex<BTreeMap<(i32, i64), String>>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TopicReader {
+    fn start(bus: &Arc<dyn Bus>, topic: &str) -> TopicReader {
+        let records: Arc<Mutex<BTreeMap<(i32, i64), String>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let sink = records.clone();
+        let task = bus
+            .subscribe(
+                topic,
+                &unique("reader"),
+                Arc::new(move |record: Record| {
+                    let value = String::from_utf8_lossy(&record.value).into_owned();
+                    sink.lock()
+                        .unwrap()
+                        .insert((record.partition, record.offset), value);
+                    async { Handled::Commit }.boxed()
+                }),
+                stop.clone(),
+            )
+            .unwrap_or_else(|e| panic!("cannot read {topic}: {e}"));
+        TopicReader {
+            records,
+            stop,
+            task,
+        }
+    }
+
+    fn snapshot(&self) -> BTreeMap<(i32, i64), String> {
+        self.records.lock().unwrap().clone()
+    }
+
+    fn len(&self) -> usize {
+        self.records.lock().unwrap().len()
+    }
+
+    /// How often each value was seen on the topic.
+    fn counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for value in self.records.lock().unwrap().values() {
+            *counts.entry(value.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    async fn close(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
+}
+
+/// Reads the whole of `topic` as it is now (up to its high watermarks): position -> value.
+async fn read_all(bus: &Arc<dyn Bus>, topic: &str) -> BTreeMap<(i32, i64), String> {
+    let ends = end_offsets(topic);
+    let total: i64 = ends.values().sum();
+    let reader = TopicReader::start(bus, topic);
+    wait_for(
+        Duration::from_secs(120),
+        &format!("all of {topic}"),
+        || async {
+            let n = reader.len() as i64;
+            if n >= total {
+                Ok(())
+            } else {
+                Err(format!("{n} of {total} records read"))
+            }
+        },
+    )
+    .await;
+    let records = reader.snapshot();
+    reader.close().await;
+    records
+}
+
+/// Polls `check` every 200 ms until it returns `Ok`, failing the test with its last `Err`
+/// (a progress report) after `timeout`.
+async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(progress) => assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}: {progress}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Values `record:<n>` of the input topic: position -> n.
+fn input_numbers(inputs: &BTreeMap<(i32, i64), String>) -> BTreeMap<(i32, i64), usize> {
+    inputs
+        .iter()
+        .map(|(position, value)| {
+            let n = value
+                .strip_prefix("record:")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected input {value:?} at {position:?}"));
+            (*position, n)
+        })
+        .collect()
+}
+
+/// Every input's effects: its state entry under its own position with its number, and its
+/// number on the output topic.
+fn assert_effects(
+    inputs: &BTreeMap<(i32, i64), usize>,
+    state: &BTreeMap<(i32, i64), String>,
+    outputs: &BTreeMap<String, usize>,
+) {
+    let missing_state: Vec<_> = inputs
+        .iter()
+        .filter(|(position, n)| state.get(position) != Some(&n.to_string()))
+        .take(10)
+        .collect();
+    assert!(
+        missing_state.is_empty(),
+        "inputs without their state entry (position -> n), first 10: {missing_state:?}"
+    );
+    let extra: Vec<_> = state
+        .keys()
+        .filter(|p| !inputs.contains_key(p))
+        .take(10)
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "state entries for positions that hold no input: {extra:?}"
+    );
+    let missing_output: Vec<_> = inputs
+        .values()
+        .filter(|n| !outputs.contains_key(&n.to_string()))
+        .take(10)
+        .collect();
+    assert!(
+        missing_output.is_empty(),
+        "inputs never forwarded to the output topic, first 10: {missing_output:?}"
+    );
+}
+
+// --- 1. kill -9 ----------------------------------------------------------------------------
+
+const KILL_INPUTS: usize = 5000;
+/// Kill once this many distinct outputs were seen.
+const KILL_AFTER: usize = 1000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_window() {
+    let _serial = SERIAL.lock().await;
+    let _broker = BrokerGuard::new();
+    let began = Instant::now();
+    let bus = test_bus("crash-test");
+    let scenario = Scenario::new(&bus, "crash").await;
+
+    // Produce every input up front, keyed over all partitions.
+    let messages: Vec<_> = (0..KILL_INPUTS)
+        .map(|n| scenario.input_message(n))
+        .collect();
+    for batch in messages.chunks(500) {
+        bus.publish(batch.to_vec()).await.expect("inputs produced");
+    }
+    let outputs = TopicReader::start(&bus, &scenario.output);
+
+    let mut host = HostProcess::spawn(&scenario, "first").await;
+    let client = http();
+    let handled = wait_for(
+        Duration::from_secs(180),
+        "the first host to handle some inputs",
+        || async {
+            let seen = outputs.counts().len();
+            if seen >= KILL_AFTER {
+                Ok(seen)
+            } else {
+                Err(format!("{seen} outputs so far\n{}", tail(&host.log)))
+            }
+        },
+    )
+    .await;
+    host.kill9();
+    let killed_at = Instant::now();
+    assert!(
+        handled < KILL_INPUTS,
+        "the host handled every input before the kill; raise KILL_INPUTS"
+    );
+
+    // Crash consistency: a state write is made only after its message was acknowledged, so
+    // every state entry on disk must have its output on the topic.
+    let state_at_kill = state_from_file(&scenario.state);
+    let committed = committed_offsets(&scenario.group, &scenario.input);
+    wait_for(
+        Duration::from_secs(60),
+        "the output of every input whose state was written before the kill",
+        || async {
+            let counts = outputs.counts();
+            let missing: Vec<_> = state_at_kill
+                .values()
+                .filter(|n| !counts.contains_key(*n))
+                .take(10)
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "state written without its message, first 10: {missing:?}"
+                ))
+            }
+        },
+    )
+    .await;
+    // Let the reader catch up with everything the first host published.
+    let mut last = (outputs.len(), Instant::now());
+    wait_for(
+        Duration::from_secs(60),
+        "the output topic to settle",
+        || {
+            let now = outputs.len();
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            let settled = last.1.elapsed() >= Duration::from_secs(3);
+            async move {
+                if settled {
+                    Ok(())
+                } else {
+                    Err(format!("{now} outputs"))
+                }
+            }
+        },
+    )
+    .await;
+    let before_restart = outputs.counts();
+    let written: BTreeSet<&String> = state_at_kill.values().collect();
+    let published_without_state: Vec<_> = before_restart
+        .keys()
+        .filter(|n| !written.contains(n))
+        .collect();
+    assert!(
+        published_without_state.len() <= PARTITIONS as usize,
+        "more messages published without their state write than inputs in flight \
+         (one per partition): {published_without_state:?}"
+    );
+
+    // Restart on the same config and state; wait until every input has its effects.
+    let restarted = Instant::now();
+    let host = HostProcess::spawn(&scenario, "second").await;
+    wait_for(
+        Duration::from_secs(240),
+        "every input forwarded after the restart",
+        || async {
+            let seen = outputs.counts().len();
+            if seen >= KILL_INPUTS {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{seen} of {KILL_INPUTS} distinct outputs\n{}",
+                    tail(&host.log)
+                ))
+            }
+        },
+    )
+    .await;
+    let state = wait_for(
+        Duration::from_secs(120),
+        "a state entry for every input",
+        || async {
+            match state_over_http(&client, &host.url).await {
+                Some(state) if state.len() >= KILL_INPUTS => Ok(state),
+                Some(state) => Err(format!("{} of {KILL_INPUTS} state entries", state.len())),
+                None => Err("state scan did not answer".into()),
+            }
+        },
+    )
+    .await;
+    let recovered_in = restarted.elapsed();
+
+    let inputs = input_numbers(&read_all(&bus, &scenario.input).await);
+    assert_eq!(inputs.len(), KILL_INPUTS, "input records on the topic");
+    let distinct: BTreeSet<usize> = inputs.values().copied().collect();
+    assert_eq!(distinct.len(), KILL_INPUTS, "every input number once");
+    // Let late duplicates (if any) arrive before counting them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = outputs.counts();
+    assert_effects(&inputs, &state, &counts);
+    assert_eq!(
+        counts.len(),
+        KILL_INPUTS,
+        "only input numbers on the output topic"
+    );
+
+    // Duplicates are exactly the inputs at or after the committed offset whose output the
+    // first host had already published: that window is re-delivered, nothing else.
+    let position_of: BTreeMap<String, (i32, i64)> =
+        inputs.iter().map(|(p, n)| (n.to_string(), *p)).collect();
+    let duplicated: BTreeSet<(i32, i64)> = counts
+        .iter()
+        .filter(|(_, count)| **count > 1)
+        .map(|(n, _)| position_of[n])
+        .collect();
+    let expected: BTreeSet<(i32, i64)> = before_restart
+        .keys()
+        .map(|n| position_of[n])
+        .filter(|(p, offset)| *offset >= committed[p])
+        .collect();
+    let extra_copies: usize = counts.values().map(|c| c - 1).sum();
+    let max_copies = counts.values().copied().max().unwrap_or(0);
+    let window: Vec<_> = expected.iter().take(5).collect();
+    assert!(
+        duplicated.is_subset(&expected),
+        "duplicates outside the uncommitted window (committed {committed:?}): {:?}",
+        duplicated
+            .difference(&expected)
+            .take(10)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        expected.is_subset(&duplicated),
+        "inputs of the uncommitted window not re-delivered (committed {committed:?}): {:?}",
+        expected
+            .difference(&duplicated)
+            .take(10)
+            .collect::<Vec<_>>()
+    );
+    assert!(duplicated.len() < KILL_INPUTS, "duplicates below the total");
+    assert!(max_copies <= 2, "an output appeared {max_copies} times");
+
+    let dead = read_all(&bus, &scenario.dead_letter).await;
+    assert!(dead.is_empty(), "dead-lettered inputs: {dead:?}");
+    outputs.close().await;
+    drop(host);
+    println!(
+        "kill -9: {KILL_INPUTS} inputs over {PARTITIONS} partitions; at the kill {} outputs \
+         published, {} state entries written, committed offsets {committed:?}; after the \
+         restart {} inputs duplicated ({extra_copies} extra copies, at most {max_copies} per \
+         input; first of the window {window:?}); all effects present {:.1} s after the \
+         restart ({:.1} s after the kill); test took {:.1} s",
+        before_restart.len(),
+        state_at_kill.len(),
+        duplicated.len(),
+        recovered_in.as_secs_f64(),
+        killed_at.elapsed().as_secs_f64(),
+        began.elapsed().as_secs_f64()
+    );
+}
+
+// --- 2. broker restart under load ----------------------------------------------------------
+
+const BATCH: usize = 5;
+
+/// Produces batches of inputs until `stop`, retrying each batch until the broker takes it.
+async fn produce_until(
+    bus: Arc<dyn Bus>,
+    inputs: Vec<OutMessage>,
+    stop: CancellationToken,
+    produced: Arc<AtomicUsize>,
+    retries: Arc<AtomicUsize>,
+) -> usize {
+    let mut next = 0;
+    while !stop.is_cancelled() && next < inputs.len() {
+        let batch = inputs[next..(next + BATCH).min(inputs.len())].to_vec();
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while let Err(e) = bus.publish(batch.clone()).await {
+            assert!(
+                Instant::now() < deadline,
+                "the producer could not send inputs {next}.. for 240 s: {e}"
+            );
+            retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        next += batch.len();
+        produced.store(next, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    next
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_under_load_degrades_health_reconnects_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let broker = BrokerGuard::new();
+    let began = Instant::now();
+    let bus = test_bus("restart-test");
+    let scenario = Scenario::new(&bus, "restart").await;
+    let host = HostProcess::spawn(&scenario, "host").await;
+    let client = http();
+    wait_for(Duration::from_secs(60), "a healthy host", || async {
+        match health(&client, &host.url).await {
+            Some((200, _)) => Ok(()),
+            other => Err(format!("healthz: {other:?}")),
+        }
+    })
+    .await;
+    let outputs = TopicReader::start(&bus, &scenario.output);
+
+    let (stop, produced, retries) = (
+        CancellationToken::new(),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let producer = tokio::spawn(produce_until(
+        test_bus("restart-producer"),
+        (0..100_000).map(|n| scenario.input_message(n)).collect(),
+        stop.clone(),
+        produced.clone(),
+        retries.clone(),
+    ));
+    wait_for(Duration::from_secs(120), "inputs flowing", || async {
+        let (p, o) = (produced.load(Ordering::Relaxed), outputs.counts().len());
+        if p >= 300 && o >= 100 {
+            Ok(())
+        } else {
+            Err(format!("{p} produced, {o} forwarded\n{}", tail(&host.log)))
+        }
+    })
+    .await;
+
+    // Stop the broker mid-way; the host must say it is degraded while it is down.
+    let produced_before_stop = produced.load(Ordering::Relaxed);
+    let stopping = Instant::now();
+    let stop_took = kafka_script_async("stop").await;
+    let degraded = wait_for(
+        Duration::from_secs(60),
+        "healthz to report degraded while the broker is down",
+        || async {
+            match health(&client, &host.url).await {
+                Some((503, status)) if status == "degraded" => Ok(stopping.elapsed()),
+                other => Err(format!("healthz: {other:?}")),
+            }
+        },
+    )
+    .await;
+    // Stay down a little longer, so producers and the host really wait on the outage.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let produced_during_outage = produced.load(Ordering::Relaxed);
+
+    let start_took = kafka_script_async("start").await;
+    let broker_back = Instant::now();
+    let reconnected = wait_for(
+        Duration::from_secs(180),
+        "healthz back to 200 after the broker restart",
+        || async {
+            match health(&client, &host.url).await {
+                Some((200, _)) => Ok(broker_back.elapsed()),
+                other => Err(format!("healthz: {other:?}\n{}", tail(&host.log))),
+            }
+        },
+    )
+    .await;
+    let outage = stopping.elapsed();
+
+    // Keep producing for a while after the recovery, then stop and check every input.
+    let more = produced.load(Ordering::Relaxed) + 300;
+    wait_for(
+        Duration::from_secs(120),
+        "inputs after the recovery",
+        || async {
+            let p = produced.load(Ordering::Relaxed);
+            if p >= more {
+                Ok(())
+            } else {
+                Err(format!("{p} of {more} produced"))
+            }
+        },
+    )
+    .await;
+    stop.cancel();
+    let total = producer.await.expect("producer");
+    let settle = Instant::now();
+    wait_for(
+        Duration::from_secs(240),
+        "every produced input forwarded",
+        || async {
+            let counts = outputs.counts();
+            let missing = (0..total)
+                .filter(|n| !counts.contains_key(&n.to_string()))
+                .count();
+            if missing == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{missing} of {total} inputs not forwarded yet\n{}",
+                    tail(&host.log)
+                ))
+            }
+        },
+    )
+    .await;
+    let inputs = input_numbers(&read_all(&bus, &scenario.input).await);
+    let state = wait_for(
+        Duration::from_secs(120),
+        "a state entry for every input record",
+        || async {
+            match state_over_http(&client, &host.url).await {
+                Some(state) if inputs.keys().all(|p| state.contains_key(p)) => Ok(state),
+                Some(state) => Err(format!(
+                    "{} state entries for {} input records",
+                    state.len(),
+                    inputs.len()
+                )),
+                None => Err("state scan did not answer".into()),
+            }
+        },
+    )
+    .await;
+    let drained_in = settle.elapsed();
+    let numbers: BTreeSet<usize> = inputs.values().copied().collect();
+    assert_eq!(
+        numbers,
+        (0..total).collect::<BTreeSet<_>>(),
+        "the input topic holds exactly the numbers the producer sent"
+    );
+    let counts = outputs.counts();
+    assert_effects(&inputs, &state, &counts);
+    let dead = read_all(&bus, &scenario.dead_letter).await;
+    assert!(
+        dead.is_empty(),
+        "{} inputs were dead-lettered during the outage instead of waiting for the broker: \
+         first {:?}",
+        dead.len(),
+        dead.values().take(5).collect::<Vec<_>>()
+    );
+    match health(&client, &host.url).await {
+        Some((200, _)) => {}
+        other => panic!("healthz after the run: {other:?}"),
+    }
+    let duplicated = counts.values().filter(|c| **c > 1).count();
+    outputs.close().await;
+    drop(host);
+    drop(broker);
+    println!(
+        "broker restart: {total} inputs ({} input records, {} sends retried by the test \
+         producer); {produced_before_stop} produced before the stop, {} during the outage; \
+         stop took {:.1} s, healthz degraded {:.1} s after the stop began; start took {:.1} s; \
+         healthz back to 200 {:.1} s after the broker was ready ({:.1} s after the stop \
+         began); {duplicated} outputs duplicated; all effects present {:.1} s after the last \
+         input; test took {:.1} s",
+        inputs.len(),
+        retries.load(Ordering::Relaxed),
+        produced_during_outage - produced_before_stop,
+        stop_took.as_secs_f64(),
+        degraded.as_secs_f64(),
+        start_took.as_secs_f64(),
+        reconnected.as_secs_f64(),
+        outage.as_secs_f64(),
+        drained_in.as_secs_f64(),
+        began.elapsed().as_secs_f64()
+    );
+}
