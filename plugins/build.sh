@@ -34,6 +34,11 @@ for manifest in */Cargo.toml; do
     cp "target/$target/release/${name//-/_}.wasm" "dist/$name.wasm"
 done
 
+# The payment plugin's second rules version is the same crate with a feature: a component of
+# its own (different content, so a different version hash) for the hot-swap walkthrough.
+cargo build --release --target "$target" -p payment --features rules-v2 --target-dir target/rules-v2
+cp "target/rules-v2/$target/release/payment.wasm" dist/payment-v2.wasm
+
 echo "components in plugins/dist:"
 for wasm in dist/*.wasm; do
     printf '  %-14s %8d bytes\n' "$(basename "$wasm")" "$(stat -c %s "$wasm")"

@@ -63,18 +63,31 @@ fn pay(host: &mut impl Host, order: &[u8]) -> Result<PaymentResult, Failure> {
     Ok(result)
 }
 
+/// Which rules this build applies: v1 is the workshop's card check; v2 (built with the
+/// `rules-v2` feature) also caps the order total, at 100.00 unless `max_total` says otherwise.
+const RULES: &str = if cfg!(feature = "rules-v2") {
+    "v2"
+} else {
+    "v1"
+};
+const DEFAULT_MAX_TOTAL: Option<i64> = if cfg!(feature = "rules-v2") {
+    Some(100_00)
+} else {
+    None
+};
+
 /// Reads the rules. A bad value is the deployment's fault, not the order's: the input is
 /// retried (and in the end dead-lettered) rather than failed, so fixing the config saves it.
 fn rules(host: &impl Host) -> Result<Rules, Failure> {
     let max_total = match host.config("max_total") {
-        None => None,
+        None => DEFAULT_MAX_TOTAL,
         Some(text) => Some(money::parse(&text).ok_or_else(|| {
             Failure::retry(format!("config max_total is not an amount: {text:?}"))
         })?),
     };
     Ok(Rules {
         max_total,
-        version: host.config_or("rules_version", "v1"),
+        version: RULES.to_string(),
     })
 }
 
@@ -94,7 +107,9 @@ mod tests {
     use sdk::fake::FakeHost;
     use serde_json::{Value, json};
 
-    const ORDER: &str = r#"{"orderId":"o-1","total":"120.00","name":"Jane Doe",
+    const ORDER: &str = r#"{"orderId":"o-1","total":"20.00","name":"Jane Doe",
+        "creditCard":{"number":"4123987754646678","expiration":"04/29","nameOnCard":"Jane G Doe"}}"#;
+    const BIG_ORDER: &str = r#"{"orderId":"o-1","total":"120.00","name":"Jane Doe",
         "creditCard":{"number":"4123987754646678","expiration":"04/29","nameOnCard":"Jane G Doe"}}"#;
 
     fn sent(host: &FakeHost) -> Vec<(String, Value)> {
@@ -130,9 +145,8 @@ mod tests {
     fn applies_configured_rules() {
         let mut host = FakeHost::new()
             .with_config("max_total", "100")
-            .with_config("rules_version", "v2")
             .with_config("payments_topic", "pay.results");
-        on_order(&mut host, ORDER.as_bytes()).ok();
+        on_order(&mut host, BIG_ORDER.as_bytes()).ok();
         let [(topic, result)] = sent(&host).try_into().unwrap_or_else(|s| panic!("{s:?}"));
         assert_eq!(topic, "pay.results");
         assert_eq!(
@@ -142,9 +156,23 @@ mod tests {
                 "paymentId": result["paymentId"],
                 "remarks": "Rule max_total (100.00) exceeded: total 120.00",
                 "status": "FAILED",
-                "rules": "v2"
+                "rules": RULES
             })
         );
+    }
+
+    #[test]
+    fn the_cap_applies_by_default_only_in_rules_v2() {
+        let mut host = FakeHost::new();
+        on_order(&mut host, BIG_ORDER.as_bytes()).ok();
+        let [(_, result)] = sent(&host).try_into().unwrap_or_else(|s| panic!("{s:?}"));
+        let expected = if cfg!(feature = "rules-v2") {
+            "FAILED"
+        } else {
+            "COMPLETED"
+        };
+        assert_eq!(result["status"], expected, "{result}");
+        assert_eq!(result["rules"], RULES);
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! `POST /api/payment` with an order as the body. Each order gives exactly one result on topic
 //! `payments`, keyed by order id: `{orderId, paymentId, remarks, status, rules}`.
 //!
-//! Config: `processing_delay_ms` (default 0), `max_total` (optional rule, e.g. `"100.00"`),
-//! `rules_version` (default `v1`), `payments_topic` (default `payments`).
+//! Config: `processing_delay_ms` (default 0), `max_total` (caps the order total, e.g.
+//! `"100.00"`; unset means no cap in rules v1 and 100.00 in rules v2), `payments_topic`
+//! (default `payments`). Built with the `rules-v2` feature, it applies rules v2 and says so in
+//! each result's `rules` field.
 
 mod decision;
 mod handler;
