@@ -90,6 +90,7 @@ impl Deployment {
     /// Brings plugins, routes and subscriptions in line with `config`.
     pub async fn apply(&self, config: Config) -> ApplyReport {
         let mut applied = self.applied.lock().await;
+        tracing::debug!("applying a new configuration");
         let mut report = ApplyReport::default();
         if let Err(e) = self
             .dispatcher
@@ -129,6 +130,7 @@ impl Deployment {
                 report.unloaded.push(plugin.info.name.clone());
             }
         }
+        tracing::debug!("plugins applied");
         let routes = config
             .routes
             .iter()

@@ -63,19 +63,27 @@ pub fn spawn(
             };
             match event {
                 None => return,
-                Some(Ok(event)) if relevant(&event) => {}
+                Some(Ok(event)) if relevant(&event) => {
+                    tracing::debug!(kind = ?event.kind, paths = ?event.paths, "change")
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => {
                     tracing::warn!("file watch error: {e}");
                     continue;
                 }
             }
-            // Debounce: apply once the burst of events is over.
+            // Debounce: apply once the burst of relevant events is over. Other files in the
+            // watched folders (e.g. a state file beside the config) may change all the time.
+            let mut quiet_since = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(QUIET) => break,
-                    _ = received.recv() => {}
+                    _ = tokio::time::sleep_until(quiet_since + QUIET) => break,
+                    event = received.recv() => match event {
+                        None => return,
+                        Some(Ok(event)) if relevant(&event) => quiet_since = tokio::time::Instant::now(),
+                        Some(_) => {}
+                    },
                 }
             }
             settle(&plugins_dir).await;

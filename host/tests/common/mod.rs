@@ -161,3 +161,14 @@ pub fn header(record: &Record, name: &str) -> Option<String> {
         .find(|(n, _)| n == name)
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
 }
+
+/// Sends the host's logs to the test output (shown for failing tests); `RUST_LOG` filters.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}

@@ -259,7 +259,7 @@ mod tests {
             let res = call(&mut host, "POST", path, "");
             assert_eq!(
                 (res.status, res.body_json()),
-                (400, json!({ "message": message })),
+                (400, json!({ "message": message, "status": 400 })),
                 "{path}"
             );
         }
@@ -326,7 +326,7 @@ mod tests {
         let res = call(&mut host, "POST", "/api/cart/checkout/c9", &order());
         assert_eq!(
             (res.status, res.body_json()),
-            (400, json!({ "message": "cart c9 is empty" }))
+            (400, json!({ "message": "cart c9 is empty", "status": 400 }))
         );
 
         call(&mut host, "POST", "/api/cart/c9/329299/1", "");
@@ -340,7 +340,7 @@ mod tests {
         );
         assert_eq!(
             res.body_json(),
-            json!({ "message": "missing or empty field: name" })
+            json!({ "message": "missing or empty field: name", "status": 400 })
         );
         assert!(host.sent.is_empty());
 

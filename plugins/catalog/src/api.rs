@@ -100,7 +100,7 @@ mod tests {
             assert_eq!(res.status, 404);
             assert_eq!(
                 res.body_json(),
-                json!({ "message": "product 123 not found" })
+                json!({ "message": "product 123 not found", "status": 404 })
             );
         }
     }

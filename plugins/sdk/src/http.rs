@@ -81,9 +81,10 @@ impl Response {
         }
     }
 
-    /// A JSON error (or notice) of the form `{"message": ...}`.
+    /// A JSON error (or notice) of the form `{"message": ..., "status": ...}`, the shape of the
+    /// host's own errors.
     pub fn message(status: u16, message: &str) -> Self {
-        let body = serde_json::json!({ "message": message }).to_string();
+        let body = serde_json::json!({ "message": message, "status": status }).to_string();
         Self::with_type(status, "application/json", body.into_bytes())
     }
 
@@ -172,5 +173,6 @@ mod tests {
             [("content-type".into(), "application/json".into())]
         );
         assert_eq!(res.body_json()["message"], "no \"such\" thing");
+        assert_eq!(res.body_json()["status"], 404);
     }
 }

@@ -244,7 +244,10 @@ mod tests {
         call(&mut host, "/t/state-del?key=a:1", "").ok();
         let missing =
             call(&mut host, "/t/state-get?key=a:1", "").map(|r| (r.status, r.body_json()));
-        assert_eq!(missing, Ok((404, json!({ "message": "not found" }))));
+        assert_eq!(
+            missing,
+            Ok((404, json!({ "message": "not found", "status": 404 })))
+        );
         assert!(matches!(
             call(&mut host, "/t/state-get", ""),
             Err(Failure::Invalid(_))
@@ -315,6 +318,9 @@ mod tests {
     #[test]
     fn unknown_ops_are_404() {
         let res = call(&mut FakeHost::new(), "/t/what", "").map(|r| (r.status, r.body_json()));
-        assert_eq!(res, Ok((404, json!({ "message": "no such op" }))));
+        assert_eq!(
+            res,
+            Ok((404, json!({ "message": "no such op", "status": 404 })))
+        );
     }
 }

@@ -1,0 +1,472 @@
+//! Hot reload and drop-in deployment: plugins appear, change and disappear while the host
+//! runs; bad files never replace a good version; swaps under load lose and double nothing.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{collect, eventually, header, plugin_wasm};
+use eventhost::app::{Host, RunningHost};
+use eventhost::config::Config;
+use eventhost::runtime::{OutMessage, version_of};
+
+/// A host watching its config and plugins folder, in a temporary directory.
+struct Watched {
+    running: Option<RunningHost>,
+    plugins: PathBuf,
+    url: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Watched {
+    async fn start(main: &str, plugins: &[(&str, &str)]) -> Watched {
+        common::init_logs();
+        let dir = tempfile::tempdir().unwrap();
+        let plugins_dir = dir.path().join("plugins");
+        std::fs::create_dir(&plugins_dir).unwrap();
+        for (file, dist) in plugins {
+            std::fs::copy(plugin_wasm(dist), plugins_dir.join(file)).unwrap();
+        }
+        let config = dir.path().join("eventhost.toml");
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 30000\n[state]\npath = \"state.redb\"\n[runtime]\nplugins_dir = \"plugins\"\n{main}"
+        );
+        std::fs::write(&config, text).unwrap();
+        let loaded = Config::load_deployment(&config).unwrap_or_else(|e| panic!("{e}"));
+        let host = Host::build(loaded)
+            .await
+            .expect("host builds")
+            .reload_from(config);
+        let running = host.start().await.expect("host starts");
+        let url = format!("http://{}", running.addr);
+        Watched {
+            running: Some(running),
+            plugins: plugins_dir,
+            url,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    fn host(&self) -> &RunningHost {
+        self.running.as_ref().unwrap()
+    }
+
+    /// Writes a plugin file the way deployment tools should: a temporary name, then a rename.
+    fn put(&self, file: &str, bytes: &[u8]) {
+        let temp = self.plugins.join(format!(".{file}.partial"));
+        std::fs::write(&temp, bytes).unwrap();
+        std::fs::rename(&temp, self.plugins.join(file)).unwrap();
+    }
+
+    fn remove(&self, file: &str) {
+        std::fs::remove_file(self.plugins.join(file)).unwrap();
+    }
+
+    fn version(&self, plugin: &str) -> Option<String> {
+        self.host()
+            .dispatcher()
+            .registry()
+            .get(plugin)
+            .map(|p| p.info.version.clone())
+    }
+
+    async fn wait_for_version(&self, plugin: &str, expected: Option<&str>) {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{plugin} at version {expected:?}"),
+            || async { (self.version(plugin).as_deref() == expected).then_some(()) },
+        )
+        .await;
+    }
+
+    async fn status(&self, path: &str) -> u16 {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    async fn admin(&self, plugin: &str) -> serde_json::Value {
+        let listing: serde_json::Value = self
+            .client
+            .get(format!("{}/admin/plugins", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        listing["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == plugin)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    async fn stop(mut self) {
+        self.running
+            .take()
+            .unwrap()
+            .stop()
+            .await
+            .expect("clean stop");
+    }
+}
+
+fn dist(name: &str) -> Vec<u8> {
+    std::fs::read(plugin_wasm(name)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_in_plugin_deploys_and_removing_it_undeploys() {
+    let main =
+        "[[topic]]\nname = \"in\"\npartitions = 1\n[[topic]]\nname = \"out\"\npartitions = 1\n";
+    let host = Watched::start(main, &[]).await;
+    assert_eq!(host.status("/drop/ada").await, 404);
+
+    std::fs::write(
+        host.plugins.join("hello.toml"),
+        "[[route]]\nmethod = \"GET\"\npath = \"/drop/{name}\"\nplugin = \"hello\"\n",
+    )
+    .unwrap();
+    host.put("hello.wasm", &dist("hello"));
+    eventually(Duration::from_secs(30), "the dropped-in route", || async {
+        (host.status("/drop/ada").await == 200).then_some(())
+    })
+    .await;
+
+    let bus = host.host().dispatcher().bus().clone();
+    let (out, _stop) = collect(&bus, "out", "observer");
+    std::fs::write(
+        host.plugins.join("testkit.toml"),
+        "[plugin.testkit]\npublish = [\"out\"]\nconfig = { forward_to = \"out\" }\n[[subscription]]\ntopic = \"in\"\nplugin = \"testkit\"\n",
+    )
+    .unwrap();
+    host.put("testkit.wasm", &dist("testkit"));
+    host.wait_for_version("testkit", Some(&version_of(&dist("testkit"))))
+        .await;
+    let send = |text: &str| OutMessage {
+        topic: "in".into(),
+        key: None,
+        value: text.as_bytes().to_vec(),
+        headers: vec![],
+    };
+    bus.publish(vec![send("record:first")]).await.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the dropped-in subscription",
+        || async {
+            out.lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.value == b"first")
+                .then_some(())
+        },
+    )
+    .await;
+    let status = host.admin("testkit").await;
+    assert_eq!(
+        status["subscriptions"],
+        serde_json::json!(["in (group testkit)"]),
+        "{status}"
+    );
+    assert_eq!(
+        host.admin("hello").await["routes"],
+        serde_json::json!(["GET /drop/{name}"])
+    );
+
+    host.remove("hello.wasm");
+    eventually(Duration::from_secs(30), "the route to go away", || async {
+        (host.status("/drop/ada").await == 404).then_some(())
+    })
+    .await;
+
+    host.remove("testkit.wasm");
+    host.wait_for_version("testkit", None).await;
+    bus.publish(vec![send("record:while-away")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !out.lock().unwrap().iter().any(|r| r.value == b"while-away"),
+        "a removed plugin consumed"
+    );
+    // Back again, it resumes from its group's committed offset: the message waited for it.
+    host.put("testkit.wasm", &dist("testkit"));
+    eventually(
+        Duration::from_secs(30),
+        "the backlog after redeploying",
+        || async {
+            out.lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.value == b"while-away")
+                .then_some(())
+        },
+    )
+    .await;
+    let forwarded: Vec<_> = out
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.value.clone())
+        .collect();
+    assert_eq!(
+        forwarded,
+        [b"first".to_vec(), b"while-away".to_vec()],
+        "each input handled once"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_leaves_the_old_version_serving_and_a_later_good_one_loads() {
+    let main = "[[topic]]\nname = \"in\"\npartitions = 1\n[plugin.testkit]\n[[route]]\nmethod = \"GET\"\npath = \"/t/{op}\"\nplugin = \"testkit\"\n[[subscription]]\ntopic = \"in\"\nplugin = \"testkit\"\n";
+    let host = Watched::start(main, &[("testkit.wasm", "testkit")]).await;
+    let good = version_of(&dist("testkit"));
+    assert_eq!(host.version("testkit").as_deref(), Some(good.as_str()));
+
+    let testkit = dist("testkit");
+    let bad: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "truncated",
+            testkit[..testkit.len() / 2].to_vec(),
+            "not a valid component",
+        ),
+        (
+            "core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "core wasm module",
+        ),
+        ("wrong world", dist("hello"), "message-handler"),
+    ];
+    for (what, bytes, reason) in bad {
+        host.put("testkit.wasm", &bytes);
+        let error = eventually(
+            Duration::from_secs(30),
+            &format!("the {what} file to be rejected"),
+            || async {
+                let error = host.admin("testkit").await["last_load_error"]
+                    .as_str()?
+                    .to_string();
+                error.contains(reason).then_some(error)
+            },
+        )
+        .await;
+        assert!(!error.is_empty());
+        assert_eq!(
+            host.version("testkit").as_deref(),
+            Some(good.as_str()),
+            "{what} replaced the good version"
+        );
+        assert_eq!(
+            host.status("/t/ok").await,
+            200,
+            "the old version stopped serving after the {what} file"
+        );
+    }
+
+    // A file written in two steps, without the rename: the half-written state is never loaded.
+    let payment = dist("payment");
+    let path = host.plugins.join("testkit.wasm");
+    std::fs::write(&path, &payment[..payment.len() / 2]).unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    std::fs::write(&path, &payment).unwrap();
+    host.wait_for_version("testkit", Some(&version_of(&payment)))
+        .await;
+
+    host.put("testkit.wasm", &testkit);
+    host.wait_for_version("testkit", Some(&good)).await;
+    assert_eq!(
+        host.admin("testkit").await["last_load_error"],
+        serde_json::Value::Null
+    );
+    assert_eq!(host.status("/t/ok").await, 200);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_file_events_settle_on_the_last_file_and_free_old_versions() {
+    let main = "[plugin.a]\n[plugin.b]\n[[route]]\nmethod = \"GET\"\npath = \"/a/{name}\"\nplugin = \"a\"\n[[route]]\nmethod = \"GET\"\npath = \"/b/{name}\"\nplugin = \"b\"\n";
+    let host = Watched::start(main, &[("a.wasm", "hello"), ("b.wasm", "hello")]).await;
+    let first_a = Arc::downgrade(&host.host().dispatcher().registry().get("a").unwrap());
+    let (hello, catalog) = (dist("hello"), dist("catalog"));
+    for round in 0..=30 {
+        let (a, b) = if round % 2 == 0 {
+            (&catalog, &hello)
+        } else {
+            (&hello, &catalog)
+        };
+        host.put("a.wasm", a);
+        host.put("b.wasm", b);
+        tokio::time::sleep(Duration::from_millis(if round % 5 == 0 { 300 } else { 20 })).await;
+    }
+    // The last round wrote catalog to a and hello to b.
+    host.wait_for_version("a", Some(&version_of(&catalog)))
+        .await;
+    host.wait_for_version("b", Some(&version_of(&hello))).await;
+    assert_eq!(host.status("/b/x").await, 200);
+    eventually(
+        Duration::from_secs(10),
+        "the first version of a to be freed",
+        || async { (first_a.upgrade().is_none()).then_some(()) },
+    )
+    .await;
+    host.stop().await;
+}
+
+/// Orders with totals 50.00 and 150.00 and a valid card: rules v1 accepts both, v2 fails 150.
+fn order(i: usize) -> OutMessage {
+    let total = if i.is_multiple_of(2) { "50.00" } else { "150.00" };
+    let body = serde_json::json!({
+        "orderId": format!("o-{i}"), "total": total, "name": "Ada",
+        "creditCard": {"number": "4123987754646678", "expiration": "04/29", "nameOnCard": "Ada L"},
+        "billingAddress": "1 Loop St"
+    });
+    OutMessage {
+        topic: String::new(),
+        key: Some(format!("o-{i}").into_bytes()),
+        value: body.to_string().into_bytes(),
+        headers: vec![],
+    }
+}
+
+/// Swaps the payment rules v1 ↔ v2 several times while `count` orders flow.
+async fn swap_payment_rules_under_load(bus_section: &str, suffix: &str, count: usize) {
+    let (orders, payments) = (format!("orders{suffix}"), format!("payments{suffix}"));
+    let main = format!(
+        "{bus_section}\n[[topic]]\nname = \"{orders}\"\npartitions = 3\n[[topic]]\nname = \"{payments}\"\npartitions = 3\n\
+         [plugin.payment]\npublish = [\"{payments}\"]\nconfig = {{ payments_topic = \"{payments}\" }}\n\
+         [[subscription]]\ntopic = \"{orders}\"\nplugin = \"payment\"\ngroup = \"payment{suffix}\"\n"
+    );
+    let host = Watched::start(&main, &[("payment.wasm", "payment")]).await;
+    let (v1, v2) = (dist("payment"), dist("payment-v2"));
+    let (h1, h2) = (version_of(&v1), version_of(&v2));
+    let bus = host.host().dispatcher().bus().clone();
+    let (results, _stop) = collect(&bus, &payments, &format!("observer{suffix}"));
+
+    let producer = {
+        let (bus, orders) = (bus.clone(), orders.clone());
+        tokio::spawn(async move {
+            // Paced over several seconds, so the swaps below happen while orders flow.
+            for batch in (0..count).collect::<Vec<_>>().chunks(20) {
+                let messages = batch
+                    .iter()
+                    .map(|&i| OutMessage {
+                        topic: orders.clone(),
+                        ..order(i)
+                    })
+                    .collect();
+                bus.publish(messages).await.expect("orders published");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let swaps = 4;
+    for swap in 0..swaps {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let (bytes, hash) = if swap % 2 == 0 {
+            (&v2, &h2)
+        } else {
+            (&v1, &h1)
+        };
+        host.put("payment.wasm", bytes);
+        host.wait_for_version("payment", Some(hash)).await;
+    }
+    producer.await.unwrap();
+
+    let records = eventually(
+        Duration::from_secs(180),
+        &format!("{count} payment results"),
+        || async {
+            let seen = results.lock().unwrap();
+            (seen.len() >= count).then(|| seen.clone())
+        },
+    )
+    .await;
+    let mut per_order: BTreeMap<String, usize> = BTreeMap::new();
+    let mut changes_per_partition: BTreeMap<i32, (Option<String>, usize)> = BTreeMap::new();
+    for record in &records {
+        let result: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+        *per_order
+            .entry(result["orderId"].as_str().unwrap().to_string())
+            .or_default() += 1;
+        let version = header(record, "eventhost-plugin-version").expect("version header");
+        // The decision matches the version that stamped it: no input ran half on one version.
+        let big = result["orderId"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("o-")
+            .parse::<usize>()
+            .unwrap()
+            % 2
+            == 1;
+        if version == h1 {
+            assert_eq!(
+                (result["rules"].as_str(), result["status"].as_str()),
+                (Some("v1"), Some("COMPLETED")),
+                "{result}"
+            );
+        } else {
+            assert_eq!(version, h2, "an unknown version produced {result}");
+            let expected = if big { "FAILED" } else { "COMPLETED" };
+            assert_eq!(
+                (result["rules"].as_str(), result["status"].as_str()),
+                (Some("v2"), Some(expected)),
+                "{result}"
+            );
+        }
+        let (last, changes) = changes_per_partition.entry(record.partition).or_default();
+        if last.as_deref() != Some(version.as_str()) {
+            *changes += usize::from(last.is_some());
+            *last = Some(version);
+        }
+    }
+    assert_eq!(per_order.len(), count, "every order got a result");
+    assert!(
+        per_order.values().all(|n| *n == 1),
+        "an order got two results"
+    );
+    let versions: BTreeSet<_> = records
+        .iter()
+        .filter_map(|r| header(r, "eventhost-plugin-version"))
+        .collect();
+    assert_eq!(
+        versions,
+        BTreeSet::from([h1.clone(), h2.clone()]),
+        "both rule versions decided some orders"
+    );
+    for (partition, (_, changes)) in changes_per_partition {
+        assert!(
+            changes <= swaps,
+            "partition {partition} switched versions {changes} times for {swaps} swaps"
+        );
+    }
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_rules_swap_while_orders_flow_on_the_embedded_bus() {
+    swap_payment_rules_under_load("", "", 3000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_rules_swap_while_orders_flow_on_kafka() {
+    let bootstrap =
+        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let suffix = format!("-{}-{nanos}", std::process::id());
+    let bus = format!("[bus]\nkind = \"kafka\"\nbootstrap = \"{bootstrap}\"\n");
+    swap_payment_rules_under_load(&bus, &suffix, 3000).await;
+}
