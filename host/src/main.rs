@@ -161,6 +161,7 @@ async fn run(
         }
     };
     let summary = summary(host.config(), host.dispatcher().registry());
+    let config_for_hint = host.config().clone();
     let running = match host.start().await {
         Ok(running) => running,
         Err(e) => {
@@ -170,6 +171,9 @@ async fn run(
     };
     println!("eventhost listening on http://{}", running.addr);
     print!("{summary}");
+    if let Some(hint) = try_hint(&config_for_hint, running.addr) {
+        println!("{hint}");
+    }
     spawn_signal_handler(running.shutdown_token());
     finish(running).await
 }
@@ -263,10 +267,19 @@ fn summary(config: &Config, registry: &Registry) -> String {
         for route in &config.routes {
             let _ = writeln!(
                 out,
-                "    {:<7}{:<36} -> {}",
+                "    {:<7}{:<40} -> {}",
                 route.method, route.path, route.plugin
             );
         }
     }
     out
+}
+
+/// A curl command for the first route that takes no parameters, to try the host at once.
+fn try_hint(config: &Config, addr: std::net::SocketAddr) -> Option<String> {
+    let route = config
+        .routes
+        .iter()
+        .find(|r| r.method == "GET" && !r.path.contains('{'))?;
+    Some(format!("  try:    curl http://{addr}{}", route.path))
 }

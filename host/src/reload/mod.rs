@@ -35,23 +35,28 @@ pub fn spawn(
 ) -> anyhow::Result<JoinHandle<()>> {
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("creating {}", plugins_dir.display()))?;
+    // Events name canonical paths; loading keeps the paths as configured, so plugin sources
+    // compare equal to those the host started with.
     let plugins_dir = plugins_dir.canonicalize()?;
-    let main_config = main_config.canonicalize()?;
+    let watched_config = main_config.canonicalize()?;
     let (events, mut received) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let _ = events.send(event);
     })?;
     // Watch the folder holding the config, not the file: editors replace files by renaming.
-    let config_dir = main_config.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let config_dir = watched_config
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
     watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
     watcher.watch(&plugins_dir, RecursiveMode::NonRecursive)?;
-    tracing::info!(config = %main_config.display(), plugins = %plugins_dir.display(), "watching for changes");
+    tracing::info!(config = %watched_config.display(), plugins = %plugins_dir.display(), "watching for changes");
     Ok(tokio::spawn(async move {
         let _watcher = watcher; // dropping it stops the events
         let relevant = |event: &notify::Event| {
             !matches!(event.kind, EventKind::Access(_))
                 && event.paths.iter().any(|p| {
-                    *p == main_config
+                    *p == watched_config
                         || (p.parent() == Some(&plugins_dir)
                             && p.extension().is_some_and(|e| e == "wasm" || e == "toml"))
                 })
