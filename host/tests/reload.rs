@@ -325,7 +325,11 @@ async fn bursts_of_file_events_settle_on_the_last_file_and_free_old_versions() {
 
 /// Orders with totals 50.00 and 150.00 and a valid card: rules v1 accepts both, v2 fails 150.
 fn order(i: usize) -> OutMessage {
-    let total = if i.is_multiple_of(2) { "50.00" } else { "150.00" };
+    let total = if i.is_multiple_of(2) {
+        "50.00"
+    } else {
+        "150.00"
+    };
     let body = serde_json::json!({
         "orderId": format!("o-{i}"), "total": total, "name": "Ada",
         "creditCard": {"number": "4123987754646678", "expiration": "04/29", "nameOnCard": "Ada L"},
