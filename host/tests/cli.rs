@@ -188,3 +188,77 @@ async fn run_prints_a_summary_logs_failures_and_exits_cleanly_on_sigterm() {
     }
     assert!(stderr.contains("SIGTERM received"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_lists_the_running_host_from_its_own_admin_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let file = write_config(dir.path(), HELLO_AND_TESTKIT);
+    let text = std::fs::read_to_string(&file).unwrap().replacen(
+        "[server]\n",
+        &format!("[server]\nadmin_listen = \"{admin}\"\n"),
+        1,
+    );
+    std::fs::write(&file, text).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("eventhost listening on ")
+        .unwrap()
+        .to_string();
+    let hello = reqwest::get(format!("{url}/hello/ada")).await.unwrap();
+    assert_eq!(hello.status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{url}/admin/plugins"))
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "admin routes leaked onto the public address"
+    );
+
+    let out = Command::new(BIN)
+        .arg("plugins")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version =
+        eventhost::runtime::version_of(&std::fs::read(common::plugin_wasm("hello")).unwrap());
+    let hello_line = table
+        .lines()
+        .find(|l| l.starts_with("hello"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(hello_line.contains(&version), "{table}");
+    let handled: u64 = hello_line
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(handled, 1, "{table}");
+    assert!(table.contains("GET /hello/{name}"), "{table}");
+}
