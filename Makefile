@@ -3,7 +3,7 @@
 CARGO ?= cargo
 COOLSTORE ?= examples/coolstore/eventhost.toml
 
-.PHONY: build plugins host test lint run run-kafka run-hello kafka-start kafka-stop clean
+.PHONY: build plugins host test lint bench run run-kafka run-hello kafka-start kafka-stop clean
 
 build: plugins host
 
@@ -38,6 +38,10 @@ run-kafka: plugins kafka-start
 run-hello: plugins
 	bash scripts/stage-plugins examples/hello/plugins hello
 	$(CARGO) run --bin eventhost -- run examples/hello/eventhost.toml
+
+# The sandbox's cost against native code, measured in one run (release build).
+bench: plugins
+	$(CARGO) run --release --example overhead
 
 kafka-start:
 	bash scripts/kafka start

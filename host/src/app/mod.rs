@@ -108,6 +108,12 @@ impl Host {
         self.deployment.dispatcher()
     }
 
+    /// The public HTTP router (routes, static files, health), for driving the host without a
+    /// port, e.g. with `tower::ServiceExt::oneshot`.
+    pub fn router(&self) -> axum::Router {
+        crate::http::router(self.http.clone())
+    }
+
     /// Binds the listeners, starts every subscription (and the watcher), and serves until
     /// stopped.
     pub async fn start(self) -> anyhow::Result<RunningHost> {

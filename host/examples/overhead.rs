@@ -1,0 +1,172 @@
+//! What the sandbox costs: the same work natively and as a plugin, in the same run, as a ratio.
+//!
+//! Run with: `make bench` (a release build of the host; build the plugins first).
+//!
+//! 1. Message handling: the payment plugin decides one 300-byte order on a fresh instance
+//!    (instantiate from the pool + call + collect staged effects), against the same parse,
+//!    decision and result serialization in native Rust.
+//! 2. HTTP: `GET /api/product/{id}` through the host's router to the catalog plugin, against a
+//!    native axum handler answering the same JSON; both in process, without TCP.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eventhost::app::Host;
+use eventhost::config::Config;
+use eventhost::runtime::{Delivery, Message, PluginInfo, Runtime, RuntimeSettings};
+use eventhost::state::EmbeddedStore;
+use tower::ServiceExt as _;
+
+const ORDER: &str = r#"{"orderId":"bench-000001","total":"158.95","name":"Ada Lovelace","billingAddress":"12 Analytical Engine Row, London","creditCard":{"number":"4123987754646678","expiration":"04/29","nameOnCard":"Ada K Lovelace"},"note":"leave at the door, please"}"#;
+
+/// Runs `f` in rounds and returns the best round's time per iteration (the machine is noisy;
+/// the best round is the least disturbed one).
+fn per_iteration(rounds: usize, iterations: usize, mut f: impl FnMut()) -> Duration {
+    (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..iterations {
+                f();
+            }
+            start.elapsed() / iterations as u32
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+/// The payment decision, natively: what the plugin does with an order.
+fn native_payment(order: &[u8]) -> Vec<u8> {
+    let order: serde_json::Value = serde_json::from_slice(order).expect("order");
+    let number = order["creditCard"]["number"].as_str().unwrap_or_default();
+    let masked = format!(
+        "{}{}",
+        "*".repeat(number.len().saturating_sub(4)),
+        &number[number.len().saturating_sub(4)..]
+    );
+    let (status, remarks) = if number.starts_with('4') {
+        (
+            "COMPLETED",
+            format!(
+                "Payment of {} succeeded for {} CC details: {masked}",
+                order["total"].as_str().unwrap_or_default(),
+                order["name"].as_str().unwrap_or_default()
+            ),
+        )
+    } else {
+        ("FAILED", format!("Invalid Credit Card: {masked}"))
+    };
+    serde_json::json!({ "orderId": order["orderId"], "paymentId": "12345", "remarks": remarks, "status": status, "rules": "v1" })
+        .to_string()
+        .into_bytes()
+}
+
+fn plugin(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../plugins/dist/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run make plugins",
+        path.display()
+    );
+    path
+}
+
+fn message_handling() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).expect("store"));
+    let runtime = Runtime::new(
+        RuntimeSettings {
+            max_memory_bytes: 64 << 20,
+            max_instances: 16,
+        },
+        store,
+    )
+    .expect("runtime");
+    let info = PluginInfo {
+        name: "payment".into(),
+        version: String::new(),
+        source: plugin("payment"),
+        publish: ["payments".to_string()].into(),
+        config: Default::default(),
+        memory_bytes: 32 << 20,
+        timeout: Duration::from_secs(5),
+    };
+    let payment = runtime
+        .load_file(info.clone(), &info.source)
+        .expect("payment loads");
+    let delivery = Delivery {
+        message: Message {
+            topic: "orders".into(),
+            key: Some(b"bench-000001".to_vec()),
+            value: ORDER.as_bytes().to_vec(),
+            headers: vec![],
+        },
+        partition: 0,
+        offset: 0,
+        timestamp_ms: None,
+        attempt: 1,
+    };
+    let label: Arc<str> = "orders/0@0".into();
+    let wasm = per_iteration(5, 2000, || {
+        let invocation = runtime.handle_message(&payment, &delivery, label.clone());
+        assert!(matches!(invocation.outcome, Ok(Ok(()))) && invocation.effects.outbox.len() == 1);
+        black_box(invocation.effects);
+    });
+    let native = per_iteration(5, 2000, || {
+        black_box(native_payment(black_box(ORDER.as_bytes())));
+    });
+    report("payment decision per order", native, wasm);
+}
+
+fn http_requests(runtime: &tokio::runtime::Runtime) {
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("eventhost.toml");
+        let text = format!(
+            "[state]\npath = \"state.redb\"\n[runtime]\nplugins_dir = \"none\"\n[plugin.catalog]\npath = \"{}\"\n[[route]]\nmethod = \"GET\"\npath = \"/api/product/{{itemId}}\"\nplugin = \"catalog\"\n",
+            plugin("catalog").display()
+        );
+        std::fs::write(&file, text).expect("config");
+        let host = Host::build(Config::load(&file).expect("config")).await.expect("host");
+        let router = host.router();
+        let product = serde_json::json!({"itemId":"329299","name":"Quarkus T-shirt","desc":"Unisex crew-neck tee in combed cotton with the Quarkus logo.","price":10.0,"quantity":35});
+        let native = axum::Router::new().route("/api/product/{id}", axum::routing::get(move || { let p = product.clone(); async move { axum::Json(p) } }));
+        let request = || axum::http::Request::get("/api/product/329299").body(axum::body::Body::empty()).expect("request");
+        let mut best = (Duration::MAX, Duration::MAX);
+        for _ in 0..5 {
+            let start = Instant::now();
+            for _ in 0..1000 {
+                let response = native.clone().oneshot(request()).await.expect("native answer");
+                black_box(axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body"));
+            }
+            best.0 = best.0.min(start.elapsed() / 1000);
+            let start = Instant::now();
+            for _ in 0..1000 {
+                let response = router.clone().oneshot(request()).await.expect("plugin answer");
+                assert_eq!(response.status(), 200);
+                black_box(axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body"));
+            }
+            best.1 = best.1.min(start.elapsed() / 1000);
+        }
+        report("GET /api/product/{id} per request", best.0, best.1);
+    });
+}
+
+fn report(what: &str, native: Duration, wasm: Duration) {
+    println!(
+        "{what:<36} native {:>8.1} µs   plugin {:>8.1} µs   plugin/native {:>6.1}×",
+        native.as_secs_f64() * 1e6,
+        wasm.as_secs_f64() * 1e6,
+        wasm.as_secs_f64() / native.as_secs_f64()
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    message_handling();
+    http_requests(&runtime);
+}
