@@ -25,6 +25,7 @@ use rdkafka::consumer::{
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -79,6 +80,18 @@ impl ClientContext for Context {
                 .set(Some(format!("kafka unreachable: {reason}")));
         }
         tracing::warn!("kafka: {error}: {reason}");
+    }
+
+    /// Every `statistics.interval.ms`: a real broker (not a bootstrap placeholder, whose node
+    /// id is -1) in state UP means the cluster is reachable again, even when no record flows.
+    fn stats(&self, statistics: Statistics) {
+        if statistics
+            .brokers
+            .values()
+            .any(|broker| broker.nodeid >= 0 && broker.state == "UP")
+        {
+            self.reachability.set(None);
+        }
     }
 }
 
@@ -150,7 +163,9 @@ impl KafkaSettings {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.bootstrap)
-            .set("client.id", &self.client_id);
+            .set("client.id", &self.client_id)
+            // Broker states for `Context::stats`, which clears a degraded health.
+            .set("statistics.interval.ms", "1000");
         config
     }
 }

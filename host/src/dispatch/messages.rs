@@ -62,6 +62,7 @@ impl Dispatcher {
         let label: Arc<str> =
             format!("{}/{}@{}", record.topic, record.partition, record.offset).into();
         let mut attempt = 1;
+        let mut outage_delay = sub.backoff;
         loop {
             let delivery = Arc::new(to_delivery(&record, attempt));
             let result = self
@@ -74,6 +75,17 @@ impl Dispatcher {
                 Err(error) => error,
             };
             tracing::warn!(plugin = %sub.plugin, input = %label, attempt, kind = error.kind(), "input failed: {error}");
+            if matches!(error, InputError::Commit(_)) {
+                // The handler succeeded but the bus or the store could not take its effects: not
+                // the input's fault. Wait for them without using up its attempts, so an outage
+                // never dead-letters good inputs.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Handled::Stop,
+                    _ = tokio::time::sleep(outage_delay) => {}
+                }
+                outage_delay = (outage_delay * 2).min(sub.max_backoff);
+                continue;
+            }
             if !error.is_retryable() || attempt >= sub.attempts {
                 return self
                     .dead_letter(sub, &record, &error, attempt, shutdown)
