@@ -294,6 +294,52 @@ async fn a_bad_file_leaves_the_old_version_serving_and_a_later_good_one_loads() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_main_config_rebinds_routes_and_reconfigures_plugins() {
+    let main = "[plugin.testkit]\nconfig = { greeting = \"v1\" }\n[[route]]\nmethod = \"GET\"\npath = \"/t/{op}\"\nplugin = \"testkit\"\n";
+    let host = Watched::start(main, &[("testkit.wasm", "testkit")]).await;
+    let config_value = |path: &'static str| {
+        let (client, url) = (host.client.clone(), host.url.clone());
+        async move {
+            let response = client.get(format!("{url}{path}")).send().await.ok()?;
+            let body: serde_json::Value = response.json().await.ok()?;
+            body["value"].as_str().map(str::to_string)
+        }
+    };
+    assert_eq!(
+        config_value("/t/config?key=greeting").await.as_deref(),
+        Some("v1")
+    );
+    let version = host.version("testkit");
+
+    let file = host.plugins.parent().unwrap().join("eventhost.toml");
+    let edited = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("greeting = \"v1\"", "greeting = \"v2\"")
+        .replace("/t/{op}", "/u/{op}");
+    std::fs::write(&file, edited).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the edited route and config",
+        || async {
+            (config_value("/u/config?key=greeting").await.as_deref() == Some("v2")).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(host.status("/t/ok").await, 404, "the old route is gone");
+    assert_eq!(
+        host.version("testkit"),
+        version,
+        "same code, so the same version"
+    );
+
+    // A broken edit changes nothing.
+    std::fs::write(&file, "[plugin.testkit\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(host.status("/u/ok").await, 200);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_of_file_events_settle_on_the_last_file_and_free_old_versions() {
     let main = "[plugin.a]\n[plugin.b]\n[[route]]\nmethod = \"GET\"\npath = \"/a/{name}\"\nplugin = \"a\"\n[[route]]\nmethod = \"GET\"\npath = \"/b/{name}\"\nplugin = \"b\"\n";
     let host = Watched::start(main, &[("a.wasm", "hello"), ("b.wasm", "hello")]).await;

@@ -198,3 +198,37 @@ async fn handler_failures_map_to_statuses() {
     let (status, _) = json(host.get("/t/retry").await).await;
     assert_eq!(status, 500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_and_malformed_paths_get_json_errors() {
+    let host = TestHost::start(CONFIG).await;
+    // The default body limit is 1 MiB.
+    let (status, body) = json(host.post("/t/ok", vec![b'x'; 2 << 20]).await).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["status"], 413);
+    assert!(
+        body["message"].as_str().unwrap().contains("limit"),
+        "{body}"
+    );
+
+    let (status, body) = json(host.get("/hello/%FF%FE").await).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("name"), "{body}");
+
+    let (status, body) = json(host.get("/nowhere").await).await;
+    assert_eq!(
+        (status, body["status"].as_u64()),
+        (404, Some(404)),
+        "{body}"
+    );
+    let response = host
+        .client
+        .delete(format!("{}/t/ok", host.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "GET, POST");
+    let (status, _) = json(response).await;
+    assert_eq!(status, 405);
+    assert_still_serving(&host).await;
+}

@@ -1,5 +1,5 @@
-//! Subscriptions on the embedded bus: partition order, commit after effects, retries with
-//! backoff, and dead letters that say why.
+//! Subscriptions, on the embedded bus and on a real Kafka broker: partition order, commit after
+//! effects, retries with backoff, and dead letters that say why, while the partition flows on.
 
 mod common;
 
@@ -8,37 +8,81 @@ use std::time::Duration;
 use common::{TestHost, collect, eventually, header};
 use eventhost::runtime::OutMessage;
 
-const CONFIG: &str = r#"
+/// Where a test runs: the bus section of its config and its topic names.
+struct Setup {
+    bus: String,
+    input: String,
+    output: String,
+    dead_letter: String,
+}
+
+impl Setup {
+    fn embedded() -> Self {
+        Setup {
+            bus: String::new(),
+            input: "in".into(),
+            output: "out".into(),
+            dead_letter: "in.dlq".into(),
+        }
+    }
+
+    /// Kafka topics outlive a test, so every run gets its own.
+    fn kafka() -> Self {
+        let bootstrap =
+            std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let suffix = format!("{}-{nanos}", std::process::id());
+        Setup {
+            bus: format!("[bus]\nkind = \"kafka\"\nbootstrap = \"{bootstrap}\"\n"),
+            input: format!("in-{suffix}"),
+            output: format!("out-{suffix}"),
+            dead_letter: format!("in-{suffix}.dlq"),
+        }
+    }
+
+    fn config(&self) -> String {
+        let Setup {
+            bus, input, output, ..
+        } = self;
+        format!(
+            r#"{bus}
 [[topic]]
-name = "in"
+name = "{input}"
 partitions = 3
 
 [[topic]]
-name = "out"
+name = "{output}"
 partitions = 3
 
 [plugin.testkit]
-publish = ["out"]
-config = { forward_to = "out" }
-limits = { memory_mib = 32, timeout_ms = 300 }
+publish = ["{output}"]
+config = {{ forward_to = "{output}" }}
+limits = {{ memory_mib = 32, timeout_ms = 300 }}
 
 [[subscription]]
-topic = "in"
+topic = "{input}"
 plugin = "testkit"
-retry = { attempts = 3, backoff_ms = 10 }
+retry = {{ attempts = 3, backoff_ms = 10 }}
 
 [[route]]
 method = "GET"
-path = "/t/{op}"
+path = "/t/{{op}}"
 plugin = "testkit"
-"#;
+"#
+        )
+    }
 
-fn message(key: &str, value: impl Into<Vec<u8>>) -> OutMessage {
-    OutMessage {
-        topic: "in".into(),
-        key: Some(key.as_bytes().to_vec()),
-        value: value.into(),
-        headers: vec![("trace".into(), b"t-1".to_vec())],
+    /// A keyed message to the input topic, with one application header.
+    fn message(&self, key: &str, value: impl Into<Vec<u8>>) -> OutMessage {
+        OutMessage {
+            topic: self.input.clone(),
+            key: Some(key.as_bytes().to_vec()),
+            value: value.into(),
+            headers: vec![("trace".into(), b"t-1".to_vec())],
+        }
     }
 }
 
@@ -46,13 +90,12 @@ async fn publish(host: &TestHost, messages: Vec<OutMessage>) {
     host.bus().publish(messages).await.expect("published");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keeps_order_per_key_and_stamps_the_producing_plugin() {
-    let host = TestHost::start(CONFIG).await;
-    let (out, _stop) = collect(&host.bus(), "out", "observer");
+async fn keeps_order_per_key_and_stamps_the_producing_plugin(setup: Setup) {
+    let host = TestHost::start(&setup.config()).await;
+    let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
     let keys = ["k0", "k1", "k2", "k3", "k4"];
     let messages = (0..100)
-        .map(|i| message(keys[i % 5], format!("record:{}-{i}", keys[i % 5])))
+        .map(|i| setup.message(keys[i % 5], format!("record:{}-{i}", keys[i % 5])))
         .collect();
     publish(&host, messages).await;
 
@@ -94,12 +137,11 @@ async fn keeps_order_per_key_and_stamps_the_producing_plugin() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transient_failures_are_retried_until_they_succeed() {
-    let host = TestHost::start(CONFIG).await;
-    let (out, _stop) = collect(&host.bus(), "out", "observer");
-    let (dead, _stop_dlq) = collect(&host.bus(), "in.dlq", "observer");
-    publish(&host, vec![message("a", "fail-until:3")]).await;
+async fn transient_failures_are_retried_until_they_succeed(setup: Setup) {
+    let host = TestHost::start(&setup.config()).await;
+    let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
+    let (dead, _stop_dlq) = collect(&host.bus(), &setup.dead_letter, "observer");
+    publish(&host, vec![setup.message("a", "fail-until:3")]).await;
     eventually(
         Duration::from_secs(10),
         "the third attempt to succeed",
@@ -115,11 +157,10 @@ async fn transient_failures_are_retried_until_they_succeed() {
     assert!(dead.lock().unwrap().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_end_in_the_dead_letter_topic_with_reasons_and_original_bytes() {
-    let host = TestHost::start(CONFIG).await;
-    let (dead, _stop) = collect(&host.bus(), "in.dlq", "observer");
-    let (out, _stop_out) = collect(&host.bus(), "out", "observer");
+async fn failures_end_in_the_dead_letter_topic_with_reasons_and_original_bytes(setup: Setup) {
+    let host = TestHost::start(&setup.config()).await;
+    let (dead, _stop) = collect(&host.bus(), &setup.dead_letter, "observer");
+    let (out, _stop_out) = collect(&host.bus(), &setup.output, "observer");
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
         ("k-invalid", b"invalid".to_vec(), "invalid", "1"),
         ("k-bytes", vec![0xff, 0x00, 0xfe], "invalid", "1"),
@@ -130,7 +171,7 @@ async fn failures_end_in_the_dead_letter_topic_with_reasons_and_original_bytes()
     ];
     let messages = cases
         .iter()
-        .map(|(key, value, _, _)| message(key, value.clone()))
+        .map(|(key, value, _, _)| setup.message(key, value.clone()))
         .collect();
     publish(&host, messages).await;
     // Inputs behind a bad one on the same partition keep flowing.
@@ -138,7 +179,7 @@ async fn failures_end_in_the_dead_letter_topic_with_reasons_and_original_bytes()
         &host,
         cases
             .iter()
-            .map(|(key, ..)| message(key, format!("record:after-{key}")))
+            .map(|(key, ..)| setup.message(key, format!("record:after-{key}")))
             .collect(),
     )
     .await;
@@ -177,7 +218,10 @@ async fn failures_end_in_the_dead_letter_topic_with_reasons_and_original_bytes()
             Some(*attempts),
             "{key}"
         );
-        assert_eq!(header(record, "eventhost-dlq-topic").as_deref(), Some("in"));
+        assert_eq!(
+            header(record, "eventhost-dlq-topic").as_deref(),
+            Some(setup.input.as_str())
+        );
         assert!(
             header(record, "eventhost-dlq-partition")
                 .unwrap()
@@ -213,15 +257,14 @@ async fn failures_end_in_the_dead_letter_topic_with_reasons_and_original_bytes()
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_input_leaves_no_state_behind() {
-    let host = TestHost::start(CONFIG).await;
-    let (dead, _stop) = collect(&host.bus(), "in.dlq", "observer");
+async fn a_failed_input_leaves_no_state_behind(setup: Setup) {
+    let host = TestHost::start(&setup.config()).await;
+    let (dead, _stop) = collect(&host.bus(), &setup.dead_letter, "observer");
     publish(
         &host,
         vec![
-            message("a", "put-then-fail:ghost"),
-            message("a", "record:real"),
+            setup.message("a", "put-then-fail:ghost"),
+            setup.message("a", "record:real"),
         ],
     )
     .await;
@@ -247,3 +290,23 @@ async fn a_failed_input_leaves_no_state_behind() {
         "a dead-lettered input's write was applied: {scan}"
     );
 }
+
+macro_rules! on_both_buses {
+    ($($case:ident),*) => {
+        mod embedded_bus {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::Setup::embedded()).await })*
+        }
+        mod kafka_bus {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(super::Setup::kafka()).await })*
+        }
+    };
+}
+
+on_both_buses!(
+    keeps_order_per_key_and_stamps_the_producing_plugin,
+    transient_failures_are_retried_until_they_succeed,
+    failures_end_in_the_dead_letter_topic_with_reasons_and_original_bytes,
+    a_failed_input_leaves_no_state_behind
+);
