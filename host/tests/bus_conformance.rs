@@ -267,6 +267,97 @@ async fn partitions_run_in_parallel(bus: Arc<dyn Bus>) {
     task.await.unwrap();
 }
 
+/// Kafka only (the embedded bus has one consumer per group): a second consumer joining the
+/// group takes over some partitions; every record is still handled, and after both stop the
+/// group's committed offsets reach the end of every partition, so nothing was skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_rebalance_hands_partitions_over_without_loss() {
+    let (first_bus, second_bus) = (kafka(), kafka());
+    let topic = with_topic(&first_bus, "rebalance", 4).await;
+    let publish = |from: usize, to: usize| {
+        let (bus, topic) = (first_bus.clone(), topic.clone());
+        async move {
+            let messages = (from..to)
+                .map(|i| message(&topic, &format!("k{i}"), &i.to_string()))
+                .collect();
+            bus.publish(messages).await.unwrap();
+        }
+    };
+    publish(0, 200).await;
+    let (first, stop_first, first_task) = recorder(&first_bus, &topic, "g-rebalance");
+    eventually(
+        Duration::from_secs(60),
+        "the first consumer to start",
+        || async { (!first.lock().unwrap().is_empty()).then_some(()) },
+    )
+    .await;
+    let (second, stop_second, second_task) = recorder(&second_bus, &topic, "g-rebalance");
+    // Keep records coming until the joiner, once the group rebalanced, handles some of them.
+    let mut published = 200;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while second.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the joining consumer never received a record"
+        );
+        publish(published, published + 20).await;
+        published += 20;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eventually(
+        Duration::from_secs(90),
+        "every record handled by one of the two",
+        || async {
+            let seen: std::collections::BTreeSet<Vec<u8>> = first
+                .lock()
+                .unwrap()
+                .iter()
+                .chain(second.lock().unwrap().iter())
+                .map(|r| r.value.clone())
+                .collect();
+            (seen.len() == published).then_some(())
+        },
+    )
+    .await;
+    stop_second.cancel();
+    second_task.await.unwrap();
+    stop_first.cancel();
+    first_task.await.unwrap();
+
+    let bootstrap =
+        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "g-rebalance")
+        .create()
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for p in 0..4 {
+        partitions.add_partition(&topic, p);
+    }
+    let committed = rdkafka::consumer::Consumer::committed_offsets(
+        &consumer,
+        partitions,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    for element in committed.elements() {
+        let (_, high) = rdkafka::consumer::Consumer::fetch_watermarks(
+            &consumer,
+            &topic,
+            element.partition(),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(
+            element.offset(),
+            rdkafka::Offset::Offset(high),
+            "partition {} was not committed to its end",
+            element.partition()
+        );
+    }
+}
+
 fn kafka() -> Arc<dyn Bus> {
     let bootstrap =
         std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
