@@ -39,6 +39,9 @@ done
 cargo build --release --target "$target" -p payment --features rules-v2 --target-dir target/rules-v2
 cp "target/rules-v2/$target/release/payment.wasm" dist/payment-v2.wasm
 
+# The same payment rules written in JavaScript (componentize-js; needs Node.js and npm).
+bash js/payment/build.sh
+
 echo "components in plugins/dist:"
 for wasm in dist/*.wasm; do
     printf '  %-14s %8d bytes\n' "$(basename "$wasm")" "$(stat -c %s "$wasm")"
