@@ -79,6 +79,7 @@ fn message_handling() {
         RuntimeSettings {
             max_memory_bytes: 64 << 20,
             max_instances: 16,
+            cache_dir: None,
         },
         store,
     )

@@ -107,6 +107,7 @@ async fn check(path: PathBuf) -> ExitCode {
     let settings = RuntimeSettings {
         max_memory_bytes: (config.runtime.max_memory_mib as usize) << 20,
         max_instances: config.runtime.max_concurrency,
+        cache_dir: config.runtime.cache_dir.clone(),
     };
     let loaded = match Runtime::new(settings, scratch.1) {
         Ok(runtime) => load_plugins(&Arc::new(runtime), &config).await,

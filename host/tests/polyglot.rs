@@ -664,6 +664,7 @@ fn both_plugins_give_the_same_results_for_generated_orders() {
     let settings = RuntimeSettings {
         max_memory_bytes: 64 << 20,
         max_instances: 16,
+        cache_dir: None,
     };
     let runtime = Runtime::new(settings, store).expect("runtime");
     let delivery = |value: Vec<u8>| Delivery {

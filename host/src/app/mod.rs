@@ -225,6 +225,7 @@ fn runtime_settings(config: &Config) -> RuntimeSettings {
     RuntimeSettings {
         max_memory_bytes: (config.runtime.max_memory_mib as usize) << 20,
         max_instances: config.runtime.max_concurrency,
+        cache_dir: config.runtime.cache_dir.clone(),
     }
 }
 
