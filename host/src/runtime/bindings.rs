@@ -7,5 +7,5 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use eventhost::plugin::types::{Delivery, Failure, HttpRequest, HttpResponse, Message};
-pub use exports::eventhost::plugin::{http_handler, message_handler};
+pub use self::eventhost::plugin::types::{Delivery, Failure, HttpRequest, HttpResponse, Message};
+pub use self::exports::eventhost::plugin::{http_handler, message_handler};
