@@ -72,7 +72,7 @@ fn plugin(name: &str) -> std::path::PathBuf {
     path
 }
 
-fn message_handling() {
+fn message_handling(tokio: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).expect("store"));
     let runtime = Runtime::new(
@@ -80,6 +80,7 @@ fn message_handling() {
             max_memory_bytes: 64 << 20,
             max_instances: 16,
             cache_dir: None,
+            max_message_bytes: None,
         },
         store,
     )
@@ -92,6 +93,8 @@ fn message_handling() {
         config: Default::default(),
         memory_bytes: 32 << 20,
         timeout: Duration::from_secs(5),
+        budget: Default::default(),
+        concurrency: 16,
     };
     let payment = runtime
         .load_file(info.clone(), &info.source)
@@ -110,7 +113,7 @@ fn message_handling() {
     };
     let label: Arc<str> = "orders/0@0".into();
     let wasm = per_iteration(5, 2000, || {
-        let invocation = runtime.handle_message(&payment, &delivery, label.clone());
+        let invocation = tokio.block_on(runtime.handle_message(&payment, &delivery, label.clone()));
         assert!(matches!(invocation.outcome, Ok(Ok(()))) && invocation.effects.outbox.len() == 1);
         black_box(invocation.effects);
     });
@@ -168,6 +171,6 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio");
-    message_handling();
+    message_handling(&runtime);
     http_requests(&runtime);
 }

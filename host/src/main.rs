@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use eventhost::app::{Host, RunningHost, load_plugins};
 use eventhost::config::{BusConfig, Config};
-use eventhost::runtime::{Registry, Runtime, RuntimeSettings};
+use eventhost::runtime::{Registry, Runtime};
 use eventhost::state::EmbeddedStore;
 use tokio_util::sync::CancellationToken;
 
@@ -104,11 +104,8 @@ async fn check(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let settings = RuntimeSettings {
-        max_memory_bytes: (config.runtime.max_memory_mib as usize) << 20,
-        max_instances: config.runtime.max_concurrency,
-        cache_dir: config.runtime.cache_dir.clone(),
-    };
+    // No bus here: nothing is published, so no message size limit applies.
+    let settings = eventhost::app::runtime_settings(&config, None);
     let loaded = match Runtime::new(settings, scratch.1) {
         Ok(runtime) => load_plugins(&Arc::new(runtime), &config).await,
         Err(e) => Err(e),
@@ -190,14 +187,14 @@ async fn finish(running: RunningHost) -> ExitCode {
 }
 
 async fn plugins(path: PathBuf, addr: Option<std::net::SocketAddr>) -> ExitCode {
-    let addr = match addr {
-        Some(addr) => addr,
-        None => match load_config(&path) {
-            Ok(config) => config.server.admin_listen.unwrap_or(config.server.listen),
-            Err(code) => return code,
-        },
+    let config = match load_config(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
-    match eventhost::app::admin_client::list(addr).await {
+    let addr = addr.unwrap_or(config.server.admin_listen.unwrap_or(config.server.listen));
+    let token =
+        (config.server.admin_token).or_else(|| std::env::var(eventhost::app::ADMIN_TOKEN_ENV).ok());
+    match eventhost::app::admin_client::list(addr, token.as_deref()).await {
         Ok(plugins) => {
             print!("{}", eventhost::app::admin_client::table(&plugins));
             ExitCode::SUCCESS

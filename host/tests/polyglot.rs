@@ -657,14 +657,15 @@ fn outcome(invocation: eventhost::runtime::Invocation<Result<(), Failure>>) -> S
 /// time per order on a fresh instance; `cargo test --test polyglot -- --nocapture` shows it),
 /// then runs 1000 generated orders through both, under four configurations, and requires the
 /// very same published bytes (but the `rules` label) or the same failure for each.
-#[test]
-fn both_plugins_give_the_same_results_for_generated_orders() {
+#[tokio::test(flavor = "current_thread")]
+async fn both_plugins_give_the_same_results_for_generated_orders() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).expect("store"));
     let settings = RuntimeSettings {
         max_memory_bytes: 64 << 20,
         max_instances: 16,
         cache_dir: None,
+        max_message_bytes: None,
     };
     let runtime = Runtime::new(settings, store).expect("runtime");
     let delivery = |value: Vec<u8>| Delivery {
@@ -691,6 +692,8 @@ fn both_plugins_give_the_same_results_for_generated_orders() {
             config: Default::default(),
             memory_bytes: 64 << 20,
             timeout: Duration::from_secs(10),
+            budget: Default::default(),
+            concurrency: 16,
         };
         let size = std::fs::metadata(&info.source).expect("component").len();
         let start = Instant::now();
@@ -700,7 +703,7 @@ fn both_plugins_give_the_same_results_for_generated_orders() {
         let load = start.elapsed();
         let decide = || runtime.handle_message(&plugin, &one_order, label.clone());
         let first = Instant::now();
-        let outcome_of_first = outcome(decide());
+        let outcome_of_first = outcome(decide().await);
         let first = first.elapsed();
         assert!(
             outcome_of_first.contains("COMPLETED"),
@@ -709,7 +712,7 @@ fn both_plugins_give_the_same_results_for_generated_orders() {
         let rounds = 200;
         let start = Instant::now();
         for _ in 0..rounds {
-            assert!(matches!(decide().outcome, Ok(Ok(()))));
+            assert!(matches!(decide().await.outcome, Ok(Ok(()))));
         }
         let per_order = start.elapsed() / rounds;
         println!(
@@ -743,8 +746,9 @@ fn both_plugins_give_the_same_results_for_generated_orders() {
             .collect();
         for text in &orders {
             let input = delivery(text.clone().into_bytes());
-            let [rust, js] = [&configured[0], &configured[1]]
-                .map(|plugin| outcome(runtime.handle_message(plugin, &input, label.clone())));
+            let rust =
+                outcome((runtime.handle_message(&configured[0], &input, label.clone())).await);
+            let js = outcome((runtime.handle_message(&configured[1], &input, label.clone())).await);
             assert_eq!(js, rust, "config {config:?}, order {text}");
             decided += usize::from(rust.starts_with("ok"));
             completed += usize::from(rust.contains(r#"\"status\":\"COMPLETED\""#));

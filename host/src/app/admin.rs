@@ -1,14 +1,30 @@
 //! Admin routes: `GET /admin/plugins` lists what is deployed and how it is doing.
+//!
+//! They show paths and internal errors, so they are private: a caller on a loopback address
+//! is let in; anyone else must send the configured token as `Authorization: Bearer ..`, and
+//! without a configured token nobody else gets in.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
 use super::Deployment;
+use crate::http::ApiError;
+
+/// Who may call the admin routes besides loopback callers.
+#[derive(Clone, Default)]
+pub struct AdminAccess {
+    /// The bearer token that opens them to other callers; `None`: nobody else.
+    pub token: Option<Arc<str>>,
+}
 
 /// One plugin as `GET /admin/plugins` shows it.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -33,11 +49,48 @@ pub struct PluginStatus {
     pub last_load_error: Option<String>,
 }
 
-/// The admin router.
-pub fn router(deployment: Arc<Deployment>) -> Router {
+/// The admin router. Serve it with `ConnectInfo<SocketAddr>` so loopback callers are known.
+pub fn router(deployment: Arc<Deployment>, access: AdminAccess) -> Router {
     Router::new()
         .route("/admin/plugins", get(plugins))
+        .route_layer(middleware::from_fn_with_state(access, require_access))
         .with_state(deployment)
+}
+
+async fn require_access(
+    State(access): State<AdminAccess>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let loopback = (request.extensions().get::<ConnectInfo<SocketAddr>>())
+        .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
+    let presented = (request.headers().get(header::AUTHORIZATION))
+        .and_then(|v| v.to_str().ok()?.strip_prefix("Bearer "));
+    let token_ok = match (&access.token, presented) {
+        (Some(token), Some(presented)) => same_secret(token.as_bytes(), presented.as_bytes()),
+        _ => false,
+    };
+    if loopback || token_ok {
+        return next.run(request).await;
+    }
+    let message = match (&access.token, presented) {
+        (None, _) => {
+            "admin routes answer loopback callers only; set server.admin_token to call them from elsewhere"
+        }
+        (Some(_), None) => "admin routes need an Authorization: Bearer token",
+        (Some(_), Some(_)) => "the admin token is wrong",
+    };
+    let status = if access.token.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    ApiError::new(status, message).into_response()
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 async fn plugins(State(deployment): State<Arc<Deployment>>) -> Json<serde_json::Value> {

@@ -7,15 +7,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::admin::PluginStatus;
 
-/// Fetches `GET /admin/plugins` from the host at `addr`.
-pub async fn list(addr: SocketAddr) -> anyhow::Result<Vec<PluginStatus>> {
+/// Fetches `GET /admin/plugins` from the host at `addr`, sending `token` when given.
+pub async fn list(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<Vec<PluginStatus>> {
     // A single plain HTTP/1.0 request: no client library needed for a local admin call.
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .context("connecting")?;
-    stream
-        .write_all(b"GET /admin/plugins HTTP/1.0\r\nHost: eventhost\r\n\r\n")
-        .await?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("GET /admin/plugins HTTP/1.0\r\nHost: eventhost\r\n{auth}\r\n");
+    stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     let text = String::from_utf8_lossy(&response);

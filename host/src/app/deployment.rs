@@ -123,6 +123,16 @@ impl Deployment {
                 }
             }
         }
+        // Subscriptions of removed plugins stop first, so their in-flight records finish (or
+        // stay uncommitted) on the version that took them, and none meets a missing plugin.
+        let removed: Vec<String> = (registry.all().into_iter())
+            .map(|(plugin, _)| plugin.info.name.clone())
+            .filter(|name| !config.plugins.contains_key(name))
+            .collect();
+        if !removed.is_empty() {
+            self.stop_subscriptions(&mut applied, |s| removed.contains(&s.plugin))
+                .await;
+        }
         for (plugin, _) in registry.all() {
             if !config.plugins.contains_key(&plugin.info.name) {
                 registry.remove(&plugin.info.name);
@@ -134,7 +144,7 @@ impl Deployment {
         let routes = config
             .routes
             .iter()
-            .filter(|r| registry.get(&r.plugin).is_some())
+            .filter(|r| registry.get(&r.plugin).is_some_and(|p| p.exports().http))
             .map(|r| Route::new(&r.method, &r.path, &r.plugin))
             .collect();
         self.http.set_routes(RouteTable::new(routes));
@@ -175,18 +185,11 @@ impl Deployment {
             .config
             .iter()
             .flat_map(|c| c.subscriptions.iter())
-            .filter(|s| registry.get(&s.plugin).is_some())
+            .filter(|s| registry.get(&s.plugin).is_some_and(|p| p.exports().message))
             .map(subscription_runtime)
             .collect();
-        let (keep, stop): (Vec<_>, Vec<_>) = std::mem::take(&mut applied.subscriptions)
-            .into_iter()
-            .partition(|r| wanted.contains(&r.settings));
-        for sub in stop {
-            sub.stop.cancel();
-            let _ = sub.task.await;
-            tracing::info!(topic = %sub.settings.topic, plugin = %sub.settings.plugin, "subscription stopped");
-        }
-        applied.subscriptions = keep;
+        self.stop_subscriptions(applied, |s| !wanted.contains(s))
+            .await;
         for settings in wanted {
             if applied.subscriptions.iter().any(|r| r.settings == settings) {
                 continue;
@@ -216,6 +219,26 @@ impl Deployment {
         }
     }
 
+    /// Stops the running subscriptions that `unwanted` picks, each after its in-flight records
+    /// finished; records not yet started stay uncommitted for the next consumer.
+    async fn stop_subscriptions(
+        &self,
+        applied: &mut Applied,
+        unwanted: impl Fn(&SubscriptionRuntime) -> bool,
+    ) {
+        let (stop, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut applied.subscriptions)
+            .into_iter()
+            .partition(|r| unwanted(&r.settings));
+        applied.subscriptions = keep;
+        for sub in &stop {
+            sub.stop.cancel();
+        }
+        for sub in stop {
+            let _ = sub.task.await;
+            tracing::info!(topic = %sub.settings.topic, plugin = %sub.settings.plugin, "subscription stopped");
+        }
+    }
+
     /// Loads the version of a plugin that `info` describes, unless it is the current one.
     async fn load_version(
         &self,
@@ -227,6 +250,8 @@ impl Deployment {
             .await
             .with_context(|| format!("cannot read {}", info.source.display()))?;
         if let Some(current) = current.filter(|c| c.info.version == version_of(&bytes)) {
+            // The code is the same, but the bindings may not be: check them every time.
+            needs.check(&current)?;
             let unchanged = PluginInfo {
                 version: current.info.version.clone(),
                 ..info.clone()
@@ -238,15 +263,12 @@ impl Deployment {
             return Ok(Some(reconfigured));
         }
         let runtime = self.runtime.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            let loaded = runtime.load(info, &bytes)?;
-            runtime
-                .try_instantiate(&loaded)
-                .context("it does not instantiate")?;
-            Ok::<_, anyhow::Error>(loaded)
-        })
-        .await??;
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(info, &bytes)).await??;
         needs.check(&loaded)?;
+        self.runtime
+            .try_instantiate(&loaded)
+            .await
+            .context("it does not instantiate")?;
         Ok(Some(loaded))
     }
 

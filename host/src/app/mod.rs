@@ -18,9 +18,12 @@ pub use deployment::{ApplyReport, Deployment, subscription_runtime};
 use crate::bus::{Bus, EmbeddedBus, KafkaBus, KafkaSettings, TopicSpec};
 use crate::config::{BusConfig, Config, PluginConfig};
 use crate::dispatch::Dispatcher;
-use crate::http::{HttpState, RouteTable};
+use crate::http::{HttpState, RouteTable, ServerLimits};
 use crate::runtime::{LoadedPlugin, PluginInfo, Registry, Runtime, RuntimeSettings};
 use crate::state::{EmbeddedStore, StateStore};
+
+/// Environment variable with the admin token, used when the config sets none.
+pub const ADMIN_TOKEN_ENV: &str = "EVENTHOST_ADMIN_TOKEN";
 
 /// A host built from a config, with every plugin loaded and checked, not yet serving.
 pub struct Host {
@@ -59,7 +62,10 @@ impl Host {
                 options: kafka.options.clone(),
             })?),
         };
-        let runtime = Arc::new(Runtime::new(runtime_settings(&config), store.clone())?);
+        let runtime = Arc::new(Runtime::new(
+            runtime_settings(&config, bus.max_message_bytes()),
+            store.clone(),
+        )?);
         let registry = Arc::new(Registry::new());
         for plugin in load_plugins(&runtime, &config).await? {
             registry.install(plugin);
@@ -75,6 +81,7 @@ impl Host {
             dispatcher.clone(),
             RouteTable::default(),
             config.server.body_limit_bytes,
+            config.server.body_timeout,
             config.server.static_dir.clone(),
         ));
         let deployment = Arc::new(Deployment::new(runtime, dispatcher, http.clone()));
@@ -123,21 +130,35 @@ impl Host {
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let admin = admin::router(self.deployment.clone());
+        let token = (self.config.server.admin_token.clone()).or_else(|| {
+            std::env::var(ADMIN_TOKEN_ENV)
+                .ok()
+                .filter(|t| !t.is_empty())
+        });
+        let admin = admin::router(
+            self.deployment.clone(),
+            admin::AdminAccess {
+                token: token.map(Into::into),
+            },
+        );
         let mut app = crate::http::router(self.http.clone());
         let mut servers = Vec::new();
         let mut admin_addr = None;
+        let limits = ServerLimits {
+            header_timeout: self.config.server.header_timeout,
+            max_connections: self.config.server.max_connections as usize,
+        };
         match self.config.server.admin_listen {
             Some(admin_listen) => {
                 let admin_listener = tokio::net::TcpListener::bind(admin_listen)
                     .await
                     .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
                 admin_addr = Some(admin_listener.local_addr()?);
-                servers.push(serve(admin_listener, admin, shutdown.clone()));
+                servers.push(serve(admin_listener, admin, limits, shutdown.clone()));
             }
             None => app = app.merge(admin),
         }
-        servers.push(serve(listener, app, shutdown.clone()));
+        servers.push(serve(listener, app, limits, shutdown.clone()));
         self.deployment.start(shutdown.clone()).await;
         let watcher = match self.reload_from {
             Some(path) => Some(crate::reload::spawn(
@@ -163,13 +184,10 @@ impl Host {
 fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> JoinHandle<std::io::Result<()>> {
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    })
+    tokio::spawn(crate::http::serve(listener, app, limits, shutdown))
 }
 
 impl RunningHost {
@@ -198,6 +216,8 @@ impl RunningHost {
     /// period), and returns once everything is down.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
+        // Inputs still waiting for a slot are not started; running ones may finish.
+        self.deployment.dispatcher().close();
         tracing::info!(grace = ?self.grace, "shutting down: draining in-flight inputs");
         let drain = async {
             if let Some(watcher) = self.watcher {
@@ -221,11 +241,13 @@ impl RunningHost {
     }
 }
 
-fn runtime_settings(config: &Config) -> RuntimeSettings {
+/// The runtime's settings from `config`; `max_message_bytes` comes from the bus.
+pub fn runtime_settings(config: &Config, max_message_bytes: Option<usize>) -> RuntimeSettings {
     RuntimeSettings {
         max_memory_bytes: (config.runtime.max_memory_mib as usize) << 20,
         max_instances: config.runtime.max_concurrency,
         cache_dir: config.runtime.cache_dir.clone(),
+        max_message_bytes,
     }
 }
 
@@ -251,6 +273,8 @@ pub fn plugin_info(plugin: &PluginConfig) -> PluginInfo {
         config: plugin.config.clone(),
         memory_bytes: (plugin.limits.memory_mib as usize) << 20,
         timeout: plugin.limits.timeout,
+        budget: plugin.limits.budget,
+        concurrency: plugin.limits.concurrency as usize,
     }
 }
 

@@ -33,6 +33,11 @@ use tokio_util::sync::CancellationToken;
 use super::{Bus, BusError, Handled, Health, Record, RecordHandler, TopicSpec};
 use crate::runtime::OutMessage;
 
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+/// What a record's framing adds to its key, value and headers, at most (a generous bound).
+const RECORD_OVERHEAD_BYTES: usize = 512;
+
 /// Connection settings of the Kafka bus.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -44,10 +49,12 @@ pub struct KafkaSettings {
     pub options: BTreeMap<String, String>,
 }
 
-/// Tracks whether the brokers are reachable, from librdkafka's error events.
+/// Tracks whether the brokers are reachable, from librdkafka's error events, and which
+/// subscriptions could not start yet.
 #[derive(Default)]
 struct Reachability {
     problem: Mutex<Option<String>>,
+    subscriptions: Mutex<BTreeMap<String, String>>,
 }
 
 impl Reachability {
@@ -55,9 +62,21 @@ impl Reachability {
         *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
     }
 
+    fn set_subscription(&self, name: &str, problem: Option<String>) {
+        let mut subscriptions = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        match problem {
+            Some(problem) => subscriptions.insert(name.to_string(), problem),
+            None => subscriptions.remove(name),
+        };
+    }
+
     fn health(&self) -> Health {
-        match &*self.problem.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(problem) => Health::Degraded(problem.clone()),
+        if let Some(problem) = &*self.problem.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Health::Degraded(problem.clone());
+        }
+        let subscriptions = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        match subscriptions.iter().next() {
+            Some((name, problem)) => Health::Degraded(format!("{name}: {problem}")),
             None => Health::Ok,
         }
     }
@@ -251,14 +270,14 @@ impl Bus for KafkaBus {
                             record = returned;
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
-                        Err((e, _)) => return Err(BusError::Unavailable(e.to_string())),
+                        Err((e, _)) => return Err(publish_error(e)),
                     }
                 }
             }
             for delivery in deliveries {
                 match delivery.await {
                     Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => return Err(BusError::Unavailable(e.to_string())),
+                    Ok(Err((e, _))) => return Err(publish_error(e)),
                     Err(_) => {
                         return Err(BusError::Unavailable(
                             "producer dropped the delivery".into(),
@@ -280,89 +299,59 @@ impl Bus for KafkaBus {
         shutdown: CancellationToken,
     ) -> Result<JoinHandle<()>, BusError> {
         let consumer = self.consumer(group)?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .map_err(|e| BusError::Unavailable(format!("metadata of {topic}: {e}")))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map(|t| t.partitions().len())
-            .filter(|n| *n > 0)
-            .ok_or_else(|| BusError::UnknownTopic(topic.to_string()))?;
-        // Split every partition off the main queue before subscribing, so no record of this
-        // topic is ever delivered through the shared queue.
-        let mut tasks = Vec::new();
-        for partition in 0..partitions as i32 {
-            let queue = consumer
-                .split_partition_queue(topic, partition)
-                .ok_or_else(|| BusError::Other(format!("cannot split {topic}/{partition}")))?;
-            let (consumer, handler, shutdown, topic) = (
-                consumer.clone(),
-                handler.clone(),
-                shutdown.clone(),
-                topic.to_string(),
-            );
-            let reachability = self.reachability.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let message = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        message = queue.recv() => message,
-                    };
-                    let record = match message {
-                        Ok(message) => to_record(&message),
-                        Err(e) => {
-                            tracing::warn!(topic, partition, "consume error: {e}");
-                            continue;
-                        }
-                    };
-                    reachability.set(None);
-                    let offset = record.offset;
-                    match handler(record).await {
-                        Handled::Commit => {
-                            // librdkafka commits `offset + 1`, the next record to read. This fails
-                            // harmlessly if the partition was revoked meanwhile: its new owner
-                            // re-delivers the record (at-least-once).
-                            if let Err(e) = consumer.store_offset(&topic, partition, offset) {
-                                tracing::debug!(topic, partition, "offset not stored: {e}");
-                            }
-                        }
-                        Handled::Stop => return,
-                    }
-                }
-            }));
-        }
-        consumer
-            .subscribe(&[topic])
-            .map_err(|e| BusError::Other(format!("subscribe {topic}: {e}")))?;
         let (topic, group) = (topic.to_string(), group.to_string());
+        let problems = self.reachability.clone();
         Ok(tokio::spawn(async move {
-            // The main queue serves rebalances and errors; records never arrive here.
-            let events = {
-                let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
-                tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            message = consumer.recv() => match message {
-                                Ok(m) => tracing::error!(topic = m.topic(), partition = m.partition(), "record on the main queue (not handled)"),
-                                Err(e) => tracing::debug!("consumer event: {e}"),
-                            },
-                        }
-                    }
-                })
+            // Metadata calls block: run them off the async runtime, and retry until the
+            // topic is there (a failed attempt shows in health meanwhile).
+            let mut delay = Duration::from_millis(200);
+            let partitions = loop {
+                let (c, t) = (consumer.clone(), topic.clone());
+                let found = tokio::task::spawn_blocking(move || partition_count(&c, &t)).await;
+                let error = match found {
+                    Ok(Ok(partitions)) => break partitions,
+                    Ok(Err(e)) => e,
+                    Err(join) => BusError::Other(join.to_string()),
+                };
+                let key = format!("subscription {topic} ({group})");
+                tracing::warn!(
+                    topic,
+                    group,
+                    "cannot subscribe yet, retrying in {delay:?}: {error}"
+                );
+                problems.set_subscription(&key, Some(error.to_string()));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
             };
-            for task in tasks {
-                let _ = task.await;
+            problems.set_subscription(&format!("subscription {topic} ({group})"), None);
+            if let Err(e) = consume(
+                consumer,
+                &topic,
+                &group,
+                partitions,
+                handler,
+                problems.clone(),
+                shutdown,
+            )
+            .await
+            {
+                tracing::error!(topic, group, "subscription failed: {e}");
+                problems.set_subscription(
+                    &format!("subscription {topic} ({group})"),
+                    Some(e.to_string()),
+                );
             }
-            let _ = events.await;
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(e) => tracing::warn!(topic, group, "final commit failed: {e}"),
-            }
-            consumer.unsubscribe();
         }))
+    }
+
+    fn max_message_bytes(&self) -> Option<usize> {
+        let configured =
+            (self.settings.options.get("message.max.bytes")).and_then(|v| v.parse::<usize>().ok());
+        // librdkafka counts a record's framing too; leave room for it.
+        Some(configured.unwrap_or(DEFAULT_MESSAGE_MAX_BYTES) - RECORD_OVERHEAD_BYTES)
     }
 
     fn health(&self) -> Health {
@@ -371,6 +360,127 @@ impl Bus for KafkaBus {
 
     fn describe(&self) -> String {
         format!("kafka at {}", self.settings.bootstrap)
+    }
+}
+
+/// How many partitions `topic` has, from the broker's metadata. Blocking.
+fn partition_count(consumer: &StreamConsumer<Context>, topic: &str) -> Result<usize, BusError> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| BusError::Unavailable(format!("metadata of {topic}: {e}")))?;
+    metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| BusError::UnknownTopic(topic.to_string()))
+}
+
+/// Consumes `topic` with one task per partition until `shutdown`, then commits.
+async fn consume(
+    consumer: Arc<StreamConsumer<Context>>,
+    topic: &str,
+    group: &str,
+    partitions: usize,
+    handler: RecordHandler,
+    reachability: Arc<Reachability>,
+    shutdown: CancellationToken,
+) -> Result<(), BusError> {
+    // Split every partition off the main queue before subscribing, so no record of this
+    // topic is ever delivered through the shared queue.
+    let mut tasks = Vec::new();
+    for partition in 0..partitions as i32 {
+        let queue = consumer
+            .split_partition_queue(topic, partition)
+            .ok_or_else(|| BusError::Other(format!("cannot split {topic}/{partition}")))?;
+        let (consumer, handler, shutdown, topic) = (
+            consumer.clone(),
+            handler.clone(),
+            shutdown.clone(),
+            topic.to_string(),
+        );
+        let reachability = reachability.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    message = queue.recv() => message,
+                };
+                let record = match message {
+                    Ok(message) => to_record(&message),
+                    Err(e) => {
+                        tracing::warn!(topic, partition, "consume error: {e}");
+                        continue;
+                    }
+                };
+                reachability.set(None);
+                let offset = record.offset;
+                match handler(record).await {
+                    Handled::Commit => {
+                        // librdkafka commits `offset + 1`, the next record to read. This fails
+                        // harmlessly if the partition was revoked meanwhile: its new owner
+                        // re-delivers the record (at-least-once).
+                        if let Err(e) = consumer.store_offset(&topic, partition, offset) {
+                            tracing::debug!(topic, partition, "offset not stored: {e}");
+                        }
+                    }
+                    Handled::Stop => return,
+                }
+            }
+        }));
+    }
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| BusError::Other(format!("subscribe {topic}: {e}")))?;
+    // The main queue serves rebalances and errors; records never arrive here.
+    let events = {
+        let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    message = consumer.recv() => match message {
+                        Ok(m) => tracing::error!(topic = m.topic(), partition = m.partition(), "record on the main queue (not handled)"),
+                        Err(e) => tracing::debug!("consumer event: {e}"),
+                    },
+                }
+            }
+        })
+    };
+    for task in tasks {
+        let _ = task.await;
+    }
+    let _ = events.await;
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(topic, group, "final commit failed: {e}"),
+    }
+    consumer.unsubscribe();
+    Ok(())
+}
+
+/// Sorts a produce error: refusals that no retry can fix, or an outage.
+fn publish_error(error: KafkaError) -> BusError {
+    use RDKafkaErrorCode as Code;
+    let permanent = matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::MessageSizeTooLarge
+                | Code::InvalidMessageSize
+                | Code::MessageBatchTooLarge
+                | Code::UnknownTopicOrPartition
+                | Code::UnknownTopic
+                | Code::TopicAuthorizationFailed
+                | Code::ClusterAuthorizationFailed
+                | Code::InvalidRecord
+                | Code::InvalidTopic
+        )
+    );
+    if permanent {
+        BusError::Refused(error.to_string())
+    } else {
+        BusError::Unavailable(error.to_string())
     }
 }
 

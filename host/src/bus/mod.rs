@@ -67,9 +67,13 @@ pub enum BusError {
     /// The topic does not exist.
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
-    /// The broker did not acknowledge, or cannot be reached.
+    /// The broker did not acknowledge, or cannot be reached. Trying again later may work.
     #[error("bus unavailable: {0}")]
     Unavailable(String),
+    /// The broker refused a message for good (too large, unknown topic, not authorized):
+    /// trying again cannot help.
+    #[error("refused by the bus: {0}")]
+    Refused(String),
     /// Anything else, e.g. an invalid subscription.
     #[error("{0}")]
     Other(String),
@@ -104,6 +108,12 @@ pub trait Bus: Send + Sync + 'static {
         handler: RecordHandler,
         shutdown: CancellationToken,
     ) -> Result<JoinHandle<()>, BusError>;
+
+    /// The largest message the bus accepts, key, value and headers included; `None` when it
+    /// has no limit of its own.
+    fn max_message_bytes(&self) -> Option<usize> {
+        None
+    }
 
     /// Whether the bus is healthy.
     fn health(&self) -> Health {

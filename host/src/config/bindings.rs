@@ -15,9 +15,10 @@ use super::model::{
     Limits, PluginConfig, RetryPolicy, RouteConfig, RuntimeConfig, SubscriptionConfig, TopicConfig,
 };
 use super::names::{check_method, check_plugin_name, check_route_path, check_topic_name};
-use super::raw::{RawPlugin, RawRoute, RawSubscription, RawTopic};
+use super::raw::{RawLimits, RawPlugin, RawRoute, RawSubscription, RawTopic};
 use super::source::{Source, quote_key};
 use super::validate::{at_least, millis_or, non_empty, resolve};
+use crate::runtime::Budget;
 
 pub(super) fn topics(raw: &[RawTopic]) -> Result<BTreeMap<String, TopicConfig>, ConfigError> {
     let mut topics = BTreeMap::new();
@@ -106,6 +107,22 @@ pub(super) fn plugins(
         };
         let timeout = at_least(src, &key("limits.timeout_ms"), &limits.timeout_ms, 1)?
             .map_or(Limits::DEFAULT_TIMEOUT, Duration::from_millis);
+        let budget = budget(src, &key, limits)?;
+        let max = runtime.max_concurrency;
+        let concurrency = match &limits.concurrency {
+            Some(n) if !(1..=max).contains(n.get_ref()) => {
+                return Err(src.error(
+                    n.span(),
+                    key("limits.concurrency"),
+                    format!(
+                        "expected 1 to {max} (runtime.max_concurrency), found {}",
+                        n.get_ref()
+                    ),
+                ));
+            }
+            Some(n) => *n.get_ref(),
+            None => Limits::DEFAULT_CONCURRENCY.min(max),
+        };
         let config = PluginConfig {
             name: name.get_ref().clone(),
             path,
@@ -114,11 +131,54 @@ pub(super) fn plugins(
             limits: Limits {
                 memory_mib,
                 timeout,
+                budget,
+                concurrency,
             },
         };
         plugins.insert(name.get_ref().clone(), config);
     }
     Ok(plugins)
+}
+
+/// The per-input budget of a plugin's `limits`; KiB values become bytes.
+fn budget(
+    src: &Source,
+    key: &dyn Fn(&str) -> String,
+    limits: &RawLimits,
+) -> Result<Budget, ConfigError> {
+    let defaults = Budget::default();
+    let count = |field: &str, value: &Option<Spanned<u64>>, default: usize| {
+        at_least(src, &key(&format!("limits.{field}")), value, 1)
+            .map(|v| v.map_or(default, |v| usize::try_from(v).unwrap_or(usize::MAX)))
+    };
+    let kib = |field: &str, value: &Option<Spanned<u64>>, default: usize| {
+        count(field, value, default >> 10).map(|kib| kib.saturating_mul(1024))
+    };
+    Ok(Budget {
+        outbox_messages: count(
+            "outbox_messages",
+            &limits.outbox_messages,
+            defaults.outbox_messages,
+        )?,
+        outbox_bytes: kib("outbox_kib", &limits.outbox_kib, defaults.outbox_bytes)?,
+        state_writes: count("state_writes", &limits.state_writes, defaults.state_writes)?,
+        state_write_bytes: kib(
+            "state_write_kib",
+            &limits.state_write_kib,
+            defaults.state_write_bytes,
+        )?,
+        state_read_bytes: kib(
+            "state_read_kib",
+            &limits.state_read_kib,
+            defaults.state_read_bytes,
+        )?,
+        log_bytes: kib("log_kib", &limits.log_kib, defaults.log_bytes)?,
+        response_bytes: kib(
+            "response_kib",
+            &limits.response_kib,
+            defaults.response_bytes,
+        )?,
+    })
 }
 
 pub(super) fn subscriptions(
@@ -184,6 +244,13 @@ pub(super) fn subscriptions(
         let retry = &sub.retry;
         let attempts = at_least(src, &key("retry.attempts"), &retry.attempts, 1)?
             .unwrap_or(RetryPolicy::DEFAULT_ATTEMPTS);
+        // A floor keeps retry loops from spinning.
+        at_least(
+            src,
+            &key("retry.backoff_ms"),
+            &retry.backoff_ms,
+            RetryPolicy::MIN_BACKOFF_MS,
+        )?;
         let backoff = millis_or(&retry.backoff_ms, RetryPolicy::DEFAULT_BACKOFF);
         let max_backoff = millis_or(&retry.max_backoff_ms, RetryPolicy::DEFAULT_MAX_BACKOFF);
         if max_backoff < backoff {

@@ -4,6 +4,7 @@
 //! declared, ...), every default filled in, and every relative path resolved against the
 //! directory of the file that declared it.
 
+use crate::runtime::Budget;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -39,17 +40,26 @@ pub struct Config {
 /// [server]
 /// listen = "0.0.0.0:8080"
 /// admin_listen = "127.0.0.1:9090"
+/// admin_token = "a long random string"
 /// static_dir = "web"
 /// body_limit_kib = 1024
 /// shutdown_grace_ms = 10000
+/// header_timeout_ms = 10000
+/// body_timeout_ms = 30000
+/// max_connections = 1024
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Address of the HTTP listener (`listen`, an `ip:port`). Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// Separate address for the admin, health and metrics routes (`admin_listen`).
-    /// Default `None`: they are served on `listen`.
+    /// Separate address for the admin routes (`admin_listen`). Default `None`: they are
+    /// served on `listen`. Either way they answer only loopback callers, or callers that send
+    /// `admin_token` as a bearer token.
     pub admin_listen: Option<SocketAddr>,
+    /// Bearer token that opens the admin routes to callers beyond loopback (`admin_token`;
+    /// the environment variable `EVENTHOST_ADMIN_TOKEN` is used when this is not set).
+    /// Default `None`: loopback callers only.
+    pub admin_token: Option<String>,
     /// Directory of static files served at `/` (`static_dir`), resolved against the config
     /// file's directory. Default `None`: no static files.
     pub static_dir: Option<PathBuf>,
@@ -58,6 +68,16 @@ pub struct ServerConfig {
     /// How long in-flight requests and events may take to finish on shutdown
     /// (`shutdown_grace_ms`). Default 10 s.
     pub shutdown_grace: Duration,
+    /// Time for a request's headers to arrive, from when the connection is ready for them;
+    /// also how long an idle keep-alive connection stays open (`header_timeout_ms`, at
+    /// least 1). Default 10 s.
+    pub header_timeout: Duration,
+    /// Time for a request's body to arrive (`body_timeout_ms`, at least 1); a slower one is
+    /// answered with 408. Default 30 s.
+    pub body_timeout: Duration,
+    /// Connections open at once (`max_connections`, at least 1); more wait in the listen
+    /// backlog. Default 1024.
+    pub max_connections: u32,
 }
 
 impl ServerConfig {
@@ -68,6 +88,12 @@ impl ServerConfig {
     pub const DEFAULT_BODY_LIMIT_KIB: u64 = 1024;
     /// Default of `shutdown_grace_ms`.
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+    /// Default of `header_timeout_ms`.
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default of `body_timeout_ms`.
+    pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default of `max_connections`.
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 }
 
 /// `[bus]`: where topics live. Without a `[bus]` table, or with `kind = "embedded"`, the
@@ -250,6 +276,14 @@ pub struct Limits {
     pub memory_mib: u64,
     /// Wall-clock time one input may take (`timeout_ms`), at least 1 ms. Default 5 s.
     pub timeout: Duration,
+    /// What one input may stage in host memory, each at least 1: `outbox_messages` (1000),
+    /// `outbox_kib` (2048), `state_writes` (1000), `state_write_kib` (2048),
+    /// `state_read_kib` (4096), `log_kib` (64), `response_kib` (2048).
+    pub budget: Budget,
+    /// Most inputs of this plugin running at once (`concurrency`), from 1 to
+    /// `runtime.max_concurrency`; HTTP requests beyond it wait briefly, then get 503.
+    /// Default 64, or `runtime.max_concurrency` when that is lower.
+    pub concurrency: u32,
 }
 
 impl Limits {
@@ -257,6 +291,8 @@ impl Limits {
     pub const DEFAULT_MEMORY_MIB: u64 = 64;
     /// Default of `timeout_ms`.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default of `concurrency`.
+    pub const DEFAULT_CONCURRENCY: u32 = 64;
 }
 
 /// `[[subscription]]`: a plugin consuming a topic.
@@ -290,7 +326,8 @@ pub struct SubscriptionConfig {
 pub struct RetryPolicy {
     /// Total tries including the first (`attempts`), at least 1. Default 3.
     pub attempts: u32,
-    /// Wait before the second try, doubled after each further one (`backoff_ms`).
+    /// Wait before the second try, doubled after each further one (`backoff_ms`), at least
+    /// 10 ms.
     /// Default 100 ms.
     pub backoff: Duration,
     /// Longest wait between tries (`max_backoff_ms`), not below `backoff_ms`. Default 10 s.
@@ -298,6 +335,8 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The smallest `backoff_ms` accepted.
+    pub const MIN_BACKOFF_MS: u64 = 10;
     /// Default of `attempts`.
     pub const DEFAULT_ATTEMPTS: u32 = 3;
     /// Default of `backoff_ms`.

@@ -79,6 +79,10 @@ pub(crate) fn check_route_path(path: &str) -> Result<RoutePath, String> {
         if segment.is_empty() && !last {
             return Err(format!("path {path:?} has an empty segment"));
         }
+        if segment.is_empty() && segments.len() > 1 {
+            // The router ignores a trailing '/', so "/a/" would be "/a" under another name.
+            return Err(format!("path {path:?} must not end with '/'"));
+        }
         if !segment.contains(['{', '}']) {
             shape.push_str(segment);
             continue;
@@ -120,8 +124,19 @@ pub(crate) fn check_route_path(path: &str) -> Result<RoutePath, String> {
         params.push(name.to_owned());
         shape.push_str(if catch_all { "{*}" } else { "{}" });
     }
+    if let Some(host) = HOST_PATHS
+        .iter()
+        .find(|host| path == **host || path.starts_with(&format!("{host}/")))
+    {
+        return Err(format!(
+            "path {path:?} is served by the host itself ({host}), expected another path"
+        ));
+    }
     Ok(RoutePath { params, shape })
 }
+
+/// Paths the host serves before any plugin route, so a plugin route there would never run.
+const HOST_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/admin"];
 
 #[cfg(test)]
 mod tests {
@@ -166,7 +181,6 @@ mod tests {
         assert_eq!(path.params, ["cartId", "rest"]);
         assert_eq!(path.shape, "/api/cart/{}/items/{*}");
         assert_eq!(check_route_path("/").unwrap().shape, "/");
-        assert_eq!(check_route_path("/a/").unwrap().shape, "/a/");
     }
 
     #[test]
@@ -175,6 +189,11 @@ mod tests {
             ("api", "path \"api\" must start with '/'"),
             ("", "path \"\" must start with '/'"),
             ("/a//b", "path \"/a//b\" has an empty segment"),
+            ("/a/", "path \"/a/\" must not end with '/'"),
+            (
+                "/healthz",
+                "path \"/healthz\" is served by the host itself (/healthz), expected another path",
+            ),
             (
                 "/a/{}",
                 "segment \"{}\" of path \"/a/{}\" has no parameter name",

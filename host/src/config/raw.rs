@@ -52,9 +52,13 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawServer {
     pub(crate) listen: Option<Spanned<String>>,
     pub(crate) admin_listen: Option<Spanned<String>>,
+    pub(crate) admin_token: Option<Spanned<String>>,
     pub(crate) static_dir: Option<Spanned<String>>,
     pub(crate) body_limit_kib: Option<Spanned<u64>>,
     pub(crate) shutdown_grace_ms: Option<Spanned<u64>>,
+    pub(crate) header_timeout_ms: Option<Spanned<u64>>,
+    pub(crate) body_timeout_ms: Option<Spanned<u64>>,
+    pub(crate) max_connections: Option<Spanned<u32>>,
 }
 
 /// `[bus]`; which keys are allowed depends on `kind`, so that is checked in `validate`.
@@ -128,6 +132,14 @@ pub(crate) struct RawPlugin {
 pub(crate) struct RawLimits {
     pub(crate) memory_mib: Option<Spanned<u64>>,
     pub(crate) timeout_ms: Option<Spanned<u64>>,
+    pub(crate) outbox_messages: Option<Spanned<u64>>,
+    pub(crate) outbox_kib: Option<Spanned<u64>>,
+    pub(crate) state_writes: Option<Spanned<u64>>,
+    pub(crate) state_write_kib: Option<Spanned<u64>>,
+    pub(crate) state_read_kib: Option<Spanned<u64>>,
+    pub(crate) log_kib: Option<Spanned<u64>>,
+    pub(crate) response_kib: Option<Spanned<u64>>,
+    pub(crate) concurrency: Option<Spanned<u32>>,
 }
 
 /// `[[subscription]]`

@@ -89,12 +89,30 @@ fn server(raw: &RawServer, src: &Source, dir: &Path) -> Result<ServerConfig, Con
                 format!("{kib} KiB is too large"),
             )
         })?;
+    let admin_token = match &raw.admin_token {
+        Some(token) if token.get_ref().trim().len() < 16 => {
+            return Err(src.error(
+                token.span(),
+                "server.admin_token",
+                "expected at least 16 characters",
+            ));
+        }
+        Some(token) => Some(token.get_ref().clone()),
+        None => None,
+    };
     Ok(ServerConfig {
         listen,
         admin_listen,
+        admin_token,
         static_dir,
         body_limit_bytes,
         shutdown_grace: millis_or(&raw.shutdown_grace_ms, ServerConfig::DEFAULT_SHUTDOWN_GRACE),
+        header_timeout: at_least(src, "server.header_timeout_ms", &raw.header_timeout_ms, 1)?
+            .map_or(ServerConfig::DEFAULT_HEADER_TIMEOUT, Duration::from_millis),
+        body_timeout: at_least(src, "server.body_timeout_ms", &raw.body_timeout_ms, 1)?
+            .map_or(ServerConfig::DEFAULT_BODY_TIMEOUT, Duration::from_millis),
+        max_connections: at_least(src, "server.max_connections", &raw.max_connections, 1)?
+            .unwrap_or(ServerConfig::DEFAULT_MAX_CONNECTIONS),
     })
 }
 

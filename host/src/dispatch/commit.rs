@@ -1,6 +1,7 @@
 //! Applying an input's staged effects: publish and wait for acknowledgement, then write state.
 
 use super::Dispatcher;
+use crate::bus::BusError;
 use crate::runtime::{Effects, OutMessage, PluginInfo};
 
 /// Header naming the plugin that produced a message.
@@ -13,6 +14,8 @@ pub(super) enum CommitError {
     Conflict,
     /// The bus or the store failed; nothing of the input's state writes was applied.
     Failed(String),
+    /// The bus refused a message for good; nothing of the input's state writes was applied.
+    Refused(String),
 }
 
 impl Dispatcher {
@@ -71,10 +74,10 @@ impl Dispatcher {
         if messages.is_empty() {
             return Ok(());
         }
-        self.bus
-            .publish(messages)
-            .await
-            .map_err(|e| CommitError::Failed(e.to_string()))
+        self.bus.publish(messages).await.map_err(|e| match e {
+            BusError::Refused(why) => CommitError::Refused(why),
+            other => CommitError::Failed(other.to_string()),
+        })
     }
 }
 

@@ -6,9 +6,10 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::Kind;
 use super::commit::{PLUGIN_HEADER, VERSION_HEADER};
 use super::{Dispatcher, InputError};
-use crate::bus::{Handled, Record, RecordHandler};
+use crate::bus::{BusError, Handled, Record, RecordHandler};
 use crate::runtime::{Delivery, Message, OutMessage};
 
 /// What the dispatcher needs to know about one subscription.
@@ -31,6 +32,11 @@ pub struct SubscriptionRuntime {
 }
 
 impl SubscriptionRuntime {
+    /// How the subscription is named in health reports, e.g. `orders → payment (payment)`.
+    pub fn name(&self) -> String {
+        format!("{} → {} ({})", self.topic, self.plugin, self.group)
+    }
+
     fn delay_before(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(2));
         self.backoff.saturating_mul(factor).min(self.max_backoff)
@@ -54,7 +60,7 @@ impl Dispatcher {
     /// Handles one record until it commits or is dead-lettered. Returns [`Handled::Stop`] only
     /// when shutdown interrupts a retry wait, leaving the record uncommitted.
     pub async fn deliver(
-        &self,
+        self: &Arc<Self>,
         sub: &SubscriptionRuntime,
         record: Record,
         shutdown: &CancellationToken,
@@ -66,19 +72,33 @@ impl Dispatcher {
         loop {
             let delivery = Arc::new(to_delivery(&record, attempt));
             let result = self
-                .execute(&sub.plugin, label.clone(), move |runtime, loaded, label| {
-                    runtime.handle_message(loaded, &delivery, label)
-                })
+                .execute(
+                    &sub.plugin,
+                    Kind::Message,
+                    label.clone(),
+                    move |runtime, loaded, label| {
+                        let delivery = delivery.clone();
+                        async move { runtime.handle_message(&loaded, &delivery, label).await }
+                            .boxed()
+                    },
+                )
                 .await;
             let error = match result {
-                Ok(()) => return Handled::Commit,
+                Ok(()) => {
+                    self.set_stalled(sub, None);
+                    return Handled::Commit;
+                }
                 Err(error) => error,
             };
+            if matches!(error, InputError::ShuttingDown) {
+                return Handled::Stop;
+            }
             tracing::warn!(plugin = %sub.plugin, input = %label, attempt, kind = error.kind(), "input failed: {error}");
-            if matches!(error, InputError::Commit(_)) {
-                // The handler succeeded but the bus or the store could not take its effects: not
-                // the input's fault. Wait for them without using up its attempts, so an outage
-                // never dead-letters good inputs.
+            if matches!(error, InputError::Commit(_) | InputError::NoPlugin(_)) {
+                // The handler succeeded but the bus or the store could not take its effects, or
+                // the plugin is being replaced or removed: not the input's fault. Wait for them without using up its attempts, so an outage
+                // never dead-letters good inputs. Meanwhile the subscription shows as stalled.
+                self.set_stalled(sub, Some(error.to_string()));
                 tokio::select! {
                     _ = shutdown.cancelled() => return Handled::Stop,
                     _ = tokio::time::sleep(outage_delay) => {}
@@ -114,24 +134,39 @@ impl Dispatcher {
             .get(&sub.plugin)
             .map(|p| p.info.version.clone())
             .unwrap_or_else(|| "-".into());
-        let mut headers = record.headers.clone();
-        headers.extend(dead_letter_headers(sub, record, error, attempts, &version));
-        let message = OutMessage {
+        let reasons = dead_letter_headers(sub, record, error, attempts, &version);
+        let mut message = OutMessage {
             topic: sub.dead_letter.clone(),
             key: record.key.clone(),
             value: record.value.clone(),
-            headers,
+            headers: record
+                .headers
+                .iter()
+                .cloned()
+                .chain(reasons.clone())
+                .collect(),
         };
+        if (self.bus.max_message_bytes()).is_some_and(|max| message.size() > max) {
+            message = reference_only(message, reasons.clone());
+        }
+        let input = format!("{}/{}@{}", record.topic, record.partition, record.offset);
         let mut delay = sub.backoff;
         loop {
             match self.bus.publish(vec![message.clone()]).await {
                 Ok(()) => {
-                    tracing::warn!(plugin = %sub.plugin, input = %format!("{}/{}@{}", record.topic, record.partition, record.offset),
+                    tracing::warn!(plugin = %sub.plugin, input = %input,
                         dead_letter = %sub.dead_letter, "dead-lettered after {attempts} attempt(s): {error}");
+                    self.set_stalled(sub, None);
                     return Handled::Commit;
                 }
+                Err(BusError::Refused(why)) if !message.value.is_empty() => {
+                    tracing::warn!(dead_letter = %sub.dead_letter, input = %input, "the dead letter was refused ({why}); sending a reference to the original instead");
+                    message = reference_only(message, reasons.clone());
+                    continue;
+                }
                 Err(e) => {
-                    tracing::error!(dead_letter = %sub.dead_letter, "cannot dead-letter yet: {e}")
+                    tracing::error!(dead_letter = %sub.dead_letter, "cannot dead-letter yet: {e}");
+                    self.set_stalled(sub, Some(format!("cannot dead-letter {input}: {e}")));
                 }
             }
             tokio::select! {
@@ -140,6 +175,26 @@ impl Dispatcher {
             }
             delay = (delay * 2).min(sub.max_backoff);
         }
+    }
+}
+
+/// Header of a dead letter that carries no payload, saying why and where the original is.
+pub const DLQ_OMITTED_HEADER: &str = "eventhost-dlq-omitted";
+
+/// A dead letter too large for the bus: the reasons and a reference to the original record
+/// (its topic, partition and offset are in the reason headers), without its value or headers.
+fn reference_only(message: OutMessage, reasons: Vec<(String, Vec<u8>)>) -> OutMessage {
+    let size = message.size();
+    let mut headers = reasons;
+    headers.push((
+        DLQ_OMITTED_HEADER.into(),
+        format!("value and headers omitted: {size} bytes are more than the bus accepts; the original is at the eventhost-dlq-topic, -partition and -offset given").into_bytes(),
+    ));
+    OutMessage {
+        topic: message.topic,
+        key: message.key,
+        value: Vec::new(),
+        headers,
     }
 }
 

@@ -7,14 +7,19 @@
 //! by a concurrent commit runs again on fresh state, holding its plugin's commit lock so the
 //! second run cannot lose again: no update is lost, and uncontended inputs never wait.
 
+mod admission;
 mod commit;
 mod messages;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Semaphore;
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 
+use admission::{Admission, Kind, Refusal};
+
+pub use admission::{Overloaded, RETRY_AFTER};
 pub use commit::{PLUGIN_HEADER, VERSION_HEADER};
 pub use messages::{SubscriptionRuntime, dead_letter_headers};
 
@@ -23,6 +28,9 @@ use crate::runtime::{
     Failure, HttpRequest, HttpResponse, Invocation, InvokeError, LoadedPlugin, Registry, Runtime,
 };
 use crate::state::StateStore;
+
+/// One run of a handler on a fresh instance, as the dispatcher drives it.
+type Call<T> = BoxFuture<'static, Invocation<Result<T, Failure>>>;
 
 /// How often an input runs before it gives up on write conflicts. Only the first run is
 /// optimistic, so more than two runs happen only if something outside this host changes state.
@@ -43,9 +51,19 @@ pub enum InputError {
     /// The effects could not be applied (bus or store unavailable).
     #[error("effects not applied: {0}")]
     Commit(String),
+    /// The bus refused one of the input's messages for good (too large, unknown topic, not
+    /// authorized); nothing was applied.
+    #[error("effects refused by the bus: {0}")]
+    Refused(String),
     /// Concurrent inputs kept changing the state this input read.
     #[error("gave up after {MAX_CONFLICT_RERUNS} write conflicts")]
     Conflict,
+    /// The host is shutting down and runs no new inputs.
+    #[error("the host is shutting down")]
+    ShuttingDown,
+    /// The plugin is at its concurrency limit and its HTTP queue is full.
+    #[error("{0}")]
+    Overloaded(#[from] Overloaded),
 }
 
 fn describe_failure(failure: &Failure) -> String {
@@ -61,7 +79,12 @@ impl InputError {
         !matches!(
             self,
             InputError::Failed(Failure::Invalid(_))
-                | InputError::Invoke(InvokeError::MissingExport(_))
+                | InputError::Refused(_)
+                | InputError::Invoke(
+                    InvokeError::MissingExport(_)
+                        | InvokeError::Budget(_)
+                        | InvokeError::InvalidResponse(_)
+                )
         )
     }
 
@@ -71,12 +94,17 @@ impl InputError {
             InputError::NoPlugin(_) => "no-plugin",
             InputError::Invoke(InvokeError::Timeout(_)) => "timeout",
             InputError::Invoke(InvokeError::MemoryLimit(_)) => "memory-limit",
+            InputError::Invoke(InvokeError::Budget(_)) => "budget",
+            InputError::Invoke(InvokeError::InvalidResponse(_)) => "invalid-response",
             InputError::Invoke(InvokeError::Trap(_)) => "trap",
             InputError::Invoke(InvokeError::MissingExport(_)) => "missing-export",
             InputError::Failed(Failure::Invalid(_)) => "invalid",
             InputError::Failed(Failure::Retry(_)) => "retry",
             InputError::Commit(_) => "commit",
+            InputError::Refused(_) => "refused",
             InputError::Conflict => "conflict",
+            InputError::ShuttingDown => "shutdown",
+            InputError::Overloaded(_) => "overloaded",
         }
     }
 }
@@ -89,8 +117,10 @@ pub struct Dispatcher {
     bus: Arc<dyn Bus>,
     /// One lock per plugin namespace, held from conflict check to durable write.
     commit_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Inputs wait here rather than fail when every instance slot is in use.
-    slots: Arc<Semaphore>,
+    /// Which inputs may run now (per-plugin caps, fair shares, the instance pool).
+    admission: Admission,
+    /// Subscriptions that cannot make progress (name → why), e.g. waiting out an outage.
+    stalled: Mutex<BTreeMap<String, String>>,
 }
 
 impl Dispatcher {
@@ -108,7 +138,8 @@ impl Dispatcher {
             store,
             bus,
             commit_locks: Mutex::default(),
-            slots: Arc::new(Semaphore::new(max_instances)),
+            admission: Admission::new(max_instances),
+            stalled: Mutex::default(),
         }
     }
 
@@ -123,15 +154,18 @@ impl Dispatcher {
     }
 
     /// Runs an HTTP request on `plugin` and commits its effects before returning the response.
+    /// Dropping the returned future (the client went away) cancels the handler and frees its
+    /// instance; a commit already under way still completes.
     pub async fn handle_http(
-        &self,
+        self: &Arc<Self>,
         plugin: &str,
         request: HttpRequest,
     ) -> Result<HttpResponse, InputError> {
         let label: Arc<str> = format!("{} {}", request.method, request.path).into();
         let request = Arc::new(request);
-        self.execute(plugin, label, move |runtime, loaded, label| {
-            runtime.handle_http(loaded, &request, label)
+        self.execute(plugin, Kind::Http, label, move |runtime, loaded, label| {
+            let request = request.clone();
+            async move { runtime.handle_http(&loaded, &request, label).await }.boxed()
         })
         .await
     }
@@ -139,16 +173,14 @@ impl Dispatcher {
     /// Runs `call` on a fresh instance of `plugin` until it commits, fails, or loses too many
     /// write conflicts.
     async fn execute<T: Send + 'static>(
-        &self,
+        self: &Arc<Self>,
         plugin: &str,
+        kind: Kind,
         label: Arc<str>,
-        call: impl Fn(&Runtime, &LoadedPlugin, Arc<str>) -> Invocation<Result<T, Failure>>
-        + Send
-        + Sync
-        + 'static,
+        call: impl Fn(Arc<Runtime>, Arc<LoadedPlugin>, Arc<str>) -> Call<T>,
     ) -> Result<T, InputError> {
         let result = self
-            .execute_until_committed(plugin, label, Arc::new(call))
+            .execute_until_committed(plugin, kind, label, call)
             .await;
         match &result {
             Ok(_) => self.registry.count_handled(plugin),
@@ -158,15 +190,11 @@ impl Dispatcher {
     }
 
     async fn execute_until_committed<T: Send + 'static>(
-        &self,
+        self: &Arc<Self>,
         plugin: &str,
+        kind: Kind,
         label: Arc<str>,
-        call: Arc<
-            impl Fn(&Runtime, &LoadedPlugin, Arc<str>) -> Invocation<Result<T, Failure>>
-            + Send
-            + Sync
-            + 'static,
-        >,
+        call: impl Fn(Arc<Runtime>, Arc<LoadedPlugin>, Arc<str>) -> Call<T>,
     ) -> Result<T, InputError> {
         // First optimistically; after a conflict, the input re-runs holding its plugin's commit
         // lock, so no other commit can change what it reads and the next commit succeeds.
@@ -176,17 +204,41 @@ impl Dispatcher {
                 .registry
                 .get(plugin)
                 .ok_or_else(|| InputError::NoPlugin(plugin.to_string()))?;
-            let invocation = self
-                .run_blocking(loaded.clone(), label.clone(), call.clone())
-                .await;
+            let invocation = {
+                let _admitted = match self.admission.admit(&loaded.info, kind).await {
+                    Ok(admitted) => admitted,
+                    Err(Refusal::Overloaded(overloaded)) => return Err(overloaded.into()),
+                    Err(Refusal::ShuttingDown) => return Err(InputError::ShuttingDown),
+                };
+                // The instance lives inside this call: when it returns (or is dropped), the
+                // instance is gone before the slot is released.
+                call(self.runtime.clone(), loaded.clone(), label.clone()).await
+            };
             let value = match invocation.outcome {
                 Ok(Ok(value)) => value,
                 Ok(Err(failure)) => return Err(InputError::Failed(failure)),
                 Err(e) => return Err(InputError::Invoke(e)),
             };
-            let committed = match exclusive {
-                None => self.commit(&loaded.info, invocation.effects).await,
-                Some(_) => self.commit_locked(&loaded.info, invocation.effects).await,
+            // The commit runs as a task of its own, so a caller that goes away mid-commit
+            // (an HTTP client disconnecting) cannot leave it half applied.
+            let (this, info, exclusive_now) = (self.clone(), loaded.info.clone(), exclusive.take());
+            let committed = tokio::spawn(async move {
+                let exclusive = exclusive_now;
+                let result = match &exclusive {
+                    None => this.commit(&info, invocation.effects).await,
+                    Some(_) => this.commit_locked(&info, invocation.effects).await,
+                };
+                (result, exclusive)
+            })
+            .await;
+            let committed = match committed {
+                Ok((committed, lock)) => {
+                    exclusive = lock;
+                    committed
+                }
+                Err(join) => Err(commit::CommitError::Failed(format!(
+                    "commit task failed: {join}"
+                ))),
             };
             match committed {
                 Ok(()) => return Ok(value),
@@ -197,41 +249,35 @@ impl Dispatcher {
                     }
                 }
                 Err(commit::CommitError::Failed(why)) => return Err(InputError::Commit(why)),
+                Err(commit::CommitError::Refused(why)) => return Err(InputError::Refused(why)),
             }
         }
         Err(InputError::Conflict)
     }
 
-    async fn run_blocking<T: Send + 'static>(
-        &self,
-        loaded: Arc<LoadedPlugin>,
-        label: Arc<str>,
-        call: Arc<
-            impl Fn(&Runtime, &LoadedPlugin, Arc<str>) -> Invocation<T> + Send + Sync + 'static,
-        >,
-    ) -> Invocation<T> {
-        let timeout = loaded.info.timeout;
-        let Ok(_slot) = self.slots.clone().acquire_owned().await else {
-            return Invocation {
-                outcome: Err(InvokeError::Trap("host is shutting down".into())),
-                effects: Default::default(),
-            };
-        };
-        let runtime = self.runtime.clone();
-        let task = tokio::task::spawn_blocking(move || call(&runtime, &loaded, label));
-        // The epoch deadline stops guest code at `timeout`; this outer bound also covers a guest
-        // blocked inside a host call (e.g. a long sleep), so callers never wait much longer.
-        match tokio::time::timeout(timeout + std::time::Duration::from_millis(250), task).await {
-            Ok(Ok(invocation)) => invocation,
-            Ok(Err(join)) => Invocation {
-                outcome: Err(InvokeError::Trap(format!("host task failed: {join}"))),
-                effects: Default::default(),
-            },
-            Err(_) => Invocation {
-                outcome: Err(InvokeError::Timeout(timeout)),
-                effects: Default::default(),
-            },
+    /// Admits no more inputs: those waiting for a slot and all later ones fail with
+    /// [`InputError::ShuttingDown`] (records stay uncommitted).
+    pub fn close(&self) {
+        self.admission.close();
+    }
+
+    /// Subscriptions that currently make no progress, with the reason.
+    pub fn stalled(&self) -> BTreeMap<String, String> {
+        self.stalled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_stalled(&self, sub: &SubscriptionRuntime, why: Option<String>) {
+        let mut stalled = self.stalled.lock().unwrap_or_else(|e| e.into_inner());
+        if why.is_none() && stalled.is_empty() {
+            return;
         }
+        match why {
+            Some(why) => stalled.insert(sub.name(), why),
+            None => stalled.remove(&sub.name()),
+        };
     }
 
     fn commit_lock(&self, plugin: &str) -> Arc<tokio::sync::Mutex<()>> {

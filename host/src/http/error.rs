@@ -13,6 +13,8 @@ pub struct ApiError {
     pub message: String,
     /// Methods for an `Allow` header (405 only).
     pub allow: Vec<String>,
+    /// When to try again, for a `Retry-After` header (503 only).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
             status,
             message: message.into(),
             allow: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -39,6 +42,12 @@ impl IntoResponse for ApiError {
             && let Ok(value) = HeaderValue::from_str(&self.allow.join(", "))
         {
             response.headers_mut().insert(header::ALLOW, value);
+        }
+        if let Some(after) = self.retry_after {
+            let seconds = after.as_secs().max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

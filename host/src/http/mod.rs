@@ -3,6 +3,7 @@
 
 mod error;
 mod routes;
+mod server;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -16,9 +17,11 @@ use axum::{Json, Router};
 use percent_encoding::percent_decode_str;
 use tower::ServiceExt as _;
 use tower_http::services::ServeDir;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use error::ApiError;
 pub use routes::{Match, Route, RouteTable};
+pub use server::{ServerLimits, serve};
 
 use crate::bus::Health;
 use crate::dispatch::{Dispatcher, InputError};
@@ -29,6 +32,7 @@ pub struct HttpState {
     dispatcher: Arc<Dispatcher>,
     routes: RwLock<Arc<RouteTable>>,
     body_limit: usize,
+    body_timeout: std::time::Duration,
     static_dir: Option<PathBuf>,
 }
 
@@ -38,12 +42,14 @@ impl HttpState {
         dispatcher: Arc<Dispatcher>,
         routes: RouteTable,
         body_limit: usize,
+        body_timeout: std::time::Duration,
         static_dir: Option<PathBuf>,
     ) -> Self {
         HttpState {
             dispatcher,
             routes: RwLock::new(Arc::new(routes)),
             body_limit,
+            body_timeout,
             static_dir,
         }
     }
@@ -63,21 +69,28 @@ impl HttpState {
 
 /// The application router. Tests drive it with `oneshot`, without a port.
 pub fn router(state: Arc<HttpState>) -> Router {
+    let body_timeout = state.body_timeout;
     Router::new()
         .route("/healthz", get(healthz))
         .fallback(dispatch)
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
 }
 
-/// 200 when healthy; 503 with the reason while the bus is degraded (e.g. broker unreachable).
+/// 200 when healthy; 503 while the bus is degraded (e.g. broker unreachable) or a subscription
+/// makes no progress. It says only its status: the reasons (which may name addresses) are in
+/// the log and on the admin routes.
 async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
-    match state.dispatcher.bus().health() {
-        Health::Ok => Json(serde_json::json!({ "status": "ok" })).into_response(),
-        Health::Degraded(reason) => (
+    let healthy =
+        state.dispatcher.bus().health() == Health::Ok && state.dispatcher.stalled().is_empty();
+    if healthy {
+        Json(serde_json::json!({ "status": "ok" })).into_response()
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "degraded", "reason": reason })),
+            Json(serde_json::json!({ "status": "degraded" })),
         )
-            .into_response(),
+            .into_response()
     }
 }
 
@@ -140,7 +153,7 @@ async fn call_plugin(
     }
     let body = axum::body::to_bytes(body, state.body_limit)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|e| body_error(e, state.body_limit))?;
     let params = params
         .into_iter()
         .map(|(name, raw)| match percent_decode_str(&raw).decode_utf8() {
@@ -152,7 +165,8 @@ async fn call_plugin(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let request = HttpRequest {
-        method: parts.method.to_string(),
+        // The route's method: HEAD served by a GET route reaches the plugin as GET.
+        method: route.method.clone(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or_default().to_string(),
         route: route.pattern.clone(),
@@ -162,9 +176,27 @@ async fn call_plugin(
     };
     let label = format!("{} {}", request.method, request.path);
     match state.dispatcher.handle_http(&route.plugin, request).await {
-        Ok(response) => to_response(&route.plugin, response),
+        Ok(response) => Ok(to_response(response)),
         Err(error) => Err(plugin_error(&route.plugin, &label, error)),
     }
+}
+
+/// A body that could not be read: too large (413), or too slow or broken (408).
+fn body_error(error: axum::Error, limit: usize) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than the limit of {limit} bytes"),
+            );
+        }
+        source = e.source();
+    }
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "the request body did not arrive in time or was cut off",
+    )
 }
 
 fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
@@ -176,25 +208,20 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-fn to_response(plugin: &str, response: HttpResponse) -> Result<Response, ApiError> {
-    let invalid = |what: String| {
-        tracing::warn!(plugin = %plugin, "plugin returned an invalid response: {what}");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("plugin {plugin} returned an invalid response"),
-        )
-    };
-    let status = StatusCode::from_u16(response.status)
-        .map_err(|_| invalid(format!("status {}", response.status)))?;
-    let mut headers = HeaderMap::new();
+/// The plugin's response as sent. The runtime checked it before its effects were applied
+/// (status range, header syntax, no framing headers), so nothing is dropped here.
+fn to_response(response: HttpResponse) -> Response {
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
     for (name, value) in response.headers {
-        let name = HeaderName::try_from(name.as_str())
-            .map_err(|_| invalid(format!("header name {name:?}")))?;
-        let value = HeaderValue::try_from(value.as_str())
-            .map_err(|_| invalid(format!("header value {value:?}")))?;
-        headers.append(name, value);
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            headers.append(name, value);
+        }
     }
-    Ok((status, headers, response.body).into_response())
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    (status, headers, response.body).into_response()
 }
 
 /// Maps an input's failure to a status. Client errors carry the plugin's message; server
@@ -215,10 +242,31 @@ fn plugin_error(plugin: &str, input: &str, error: InputError) -> ApiError {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("plugin {plugin} is not loaded"),
         ),
-        InputError::Commit(_) | InputError::Conflict => (
+        InputError::Overloaded(overloaded) => {
+            return ApiError {
+                retry_after: Some(crate::dispatch::RETRY_AFTER),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("plugin {plugin} is busy: {overloaded}"),
+                )
+            };
+        }
+        InputError::Commit(_) | InputError::Conflict | InputError::ShuttingDown => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the request's effects could not be applied; nothing was changed, try again"
                 .to_string(),
+        ),
+        InputError::Invoke(InvokeError::InvalidResponse(_)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("plugin {plugin} returned an invalid response; nothing was changed"),
+        ),
+        InputError::Invoke(InvokeError::Budget(exceeded)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("plugin {plugin} went {exceeded}; nothing was changed"),
+        ),
+        InputError::Refused(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("plugin {plugin} sent a message the bus refused; nothing was changed"),
         ),
         InputError::Failed(Failure::Retry(_)) | InputError::Invoke(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -2,7 +2,9 @@
 //!
 //! When several patterns match a path, the one with more literal segments wins, so
 //! `/api/cart/checkout/{id}` beats `/api/cart/{id}/{tmp}`; among equals the first configured
-//! wins. A path that matches only with other methods gets 405 with the allowed methods.
+//! wins. A path that matches only with other methods gets 405 with the allowed methods. A
+//! `{*name}` segment at the end captures the rest of the path (one segment or more). HEAD is
+//! answered by a GET route when no HEAD route is configured.
 
 /// One configured route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,8 @@ pub struct Route {
 enum Segment {
     Literal(String),
     Param(String),
+    /// `{*name}`: the rest of the path, `/`-joined.
+    Rest(String),
 }
 
 impl Route {
@@ -28,7 +32,10 @@ impl Route {
         let segments = split(pattern)
             .map(
                 |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                    Some(name) => Segment::Param(name.to_string()),
+                    Some(name) => match name.strip_prefix('*') {
+                        Some(rest) => Segment::Rest(rest.to_string()),
+                        None => Segment::Param(name.to_string()),
+                    },
                     None => Segment::Literal(s.to_string()),
                 },
             )
@@ -43,16 +50,23 @@ impl Route {
 
     /// The params if `path` matches this route's pattern (ignoring the method).
     fn capture(&self, path: &[&str]) -> Option<Vec<(String, String)>> {
-        if path.len() != self.segments.len() {
+        let rest = matches!(self.segments.last(), Some(Segment::Rest(_)));
+        let fits = if rest {
+            path.len() >= self.segments.len()
+        } else {
+            path.len() == self.segments.len()
+        };
+        if !fits {
             return None;
         }
         let mut params = Vec::new();
-        for (segment, actual) in self.segments.iter().zip(path) {
+        for (i, segment) in self.segments.iter().enumerate() {
+            let actual = path[i];
             match segment {
                 Segment::Literal(lit) if lit == actual => {}
                 Segment::Literal(_) => return None,
-                Segment::Param(_) if actual.is_empty() => return None,
-                Segment::Param(name) => params.push((name.clone(), (*actual).to_string())),
+                Segment::Param(name) => params.push((name.clone(), actual.to_string())),
+                Segment::Rest(name) => params.push((name.clone(), path[i..].join("/"))),
             }
         }
         Some(params)
@@ -100,8 +114,15 @@ impl RouteTable {
         &self.routes
     }
 
-    /// Finds the route for `method` and `path`.
+    /// Finds the route for `method` and `path`; HEAD falls back to GET.
     pub fn find(&self, method: &str, path: &str) -> Match<'_> {
+        match self.find_exact(method, path) {
+            Match::MethodNotAllowed(_) if method == "HEAD" => self.find_exact("GET", path),
+            found => found,
+        }
+    }
+
+    fn find_exact(&self, method: &str, path: &str) -> Match<'_> {
         let path: Vec<&str> = split(path).collect();
         let mut best: Option<(&Route, Vec<(String, String)>)> = None;
         let mut allowed = Vec::new();
@@ -165,6 +186,25 @@ mod tests {
             panic!()
         };
         assert_eq!(route.plugin, "cart");
+    }
+
+    #[test]
+    fn rest_captures_the_remaining_segments() {
+        let table = RouteTable::new(vec![Route::new("GET", "/files/{*rest}", "files")]);
+        let Match::Found(_, params) = table.find("GET", "/files/a/b%20c/d") else {
+            panic!()
+        };
+        assert_eq!(params, [("rest".to_string(), "a/b%20c/d".to_string())]);
+        assert_eq!(table.find("GET", "/files"), Match::NotFound);
+    }
+
+    #[test]
+    fn head_is_served_by_get() {
+        let table = table();
+        let Match::Found(route, _) = table.find("HEAD", "/api/products") else {
+            panic!()
+        };
+        assert_eq!(route.method, "GET");
     }
 
     #[test]

@@ -5,6 +5,9 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
     imports: { default: trappable },
+    // Handlers run as futures: a guest waiting in WASI holds no thread, and dropping the
+    // future (deadline, client gone, shutdown) frees its instance at once.
+    exports: { default: async },
 });
 
 pub use self::eventhost::plugin::types::{Delivery, Failure, HttpRequest, HttpResponse, Message};

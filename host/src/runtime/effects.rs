@@ -18,6 +18,14 @@ pub struct OutMessage {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl OutMessage {
+    /// Bytes it takes on the bus: key, value and headers.
+    pub fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        self.key.as_ref().map_or(0, Vec::len) + self.value.len() + headers
+    }
+}
+
 /// Staged effects of one input.
 #[derive(Debug, Default)]
 pub struct Effects {

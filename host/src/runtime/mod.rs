@@ -1,15 +1,23 @@
 //! The WebAssembly runtime: one engine, one linker, and a fresh sandboxed instance per input.
 //!
 //! Components are compiled once and pre-instantiated; each input gets a new `Store` with its
-//! own memory limit and deadline, instantiated from the pooling allocator, and is dropped when
-//! the input ends, so nothing leaks between inputs except through the `state` import.
+//! own memory limit, budget and deadline, instantiated from the pooling allocator, and is
+//! dropped when the input ends, so nothing leaks between inputs except through the `state`
+//! import.
+//!
+//! Guests run as futures on the async runtime. Compiled code yields at every epoch tick, so a
+//! busy guest shares its worker thread, and a guest waiting in WASI (a sleep) holds no thread
+//! at all. The deadline is a timer around the whole input: when it fires, the future is
+//! dropped, which drops the store and returns the instance's pool slot at once.
 
 mod bindings;
+mod budget;
 mod effects;
 mod host_state;
 mod output;
 mod plugin;
 mod registry;
+mod response;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,20 +27,20 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    StoreLimitsBuilder, Trap,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
 };
 
 pub use bindings::{Delivery, Failure, HttpRequest, HttpResponse, Message};
+pub use budget::{Budget, BudgetExceeded, BudgetKind};
 pub use effects::{Effects, OutMessage};
-pub use host_state::RESERVED_HEADER_PREFIX;
+pub use host_state::{MemoryLimitExceeded, RESERVED_HEADER_PREFIX};
 pub use plugin::{Exports, LoadedPlugin, PluginInfo, version_of};
 pub use registry::{PluginStats, Registry};
 
 use crate::state::StateStore;
 use host_state::InputState;
 
-/// How often the deadline clock ticks. Deadlines are rounded up to this.
+/// How often a running guest yields to the async runtime.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Engine-wide settings.
@@ -44,6 +52,9 @@ pub struct RuntimeSettings {
     pub max_instances: u32,
     /// Where compiled plugins are cached across starts; `None` uses the user's cache folder.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// The largest message the bus accepts (key, value and headers); `outbox.send` refuses
+    /// larger ones. `None` when the bus has no limit.
+    pub max_message_bytes: Option<usize>,
 }
 
 /// Why an input did not produce a handler result.
@@ -55,6 +66,12 @@ pub enum InvokeError {
     /// The handler tried to grow its memory past its limit.
     #[error("memory limit of {0} MiB exceeded")]
     MemoryLimit(usize),
+    /// The handler staged more in host memory than its budget allows.
+    #[error("{0}")]
+    Budget(BudgetExceeded),
+    /// The HTTP handler's response breaks the contract (status, headers).
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
     /// The handler trapped (panicked, hit `unreachable`, returned malformed data, ...).
     #[error("trapped: {0}")]
     Trap(String),
@@ -89,6 +106,7 @@ impl Runtime {
             .total_core_instances(settings.max_instances * 4)
             .total_memories(settings.max_instances * 2)
             .total_tables(settings.max_instances * 4)
+            .total_stacks(settings.max_instances)
             .max_memory_size(settings.max_memory_bytes)
             // Reset only dirty pages between inputs instead of zeroing and unmapping.
             .linear_memory_keep_resident(1 << 20)
@@ -111,7 +129,7 @@ impl Runtime {
             .context("creating the wasm engine")?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Plugin::add_to_linker::<_, HasSelf<InputState>>(&mut linker, |s| s)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -206,88 +224,105 @@ impl Runtime {
     }
 
     /// Checks that a fresh instance of `plugin` can be created (used before swapping it in).
-    pub fn try_instantiate(&self, plugin: &LoadedPlugin) -> anyhow::Result<()> {
+    pub async fn try_instantiate(&self, plugin: &LoadedPlugin) -> anyhow::Result<()> {
         let mut store = self.new_store(plugin, "load check".into());
-        plugin
-            .pre
-            .instantiate(&mut store)
-            .map(drop)
-            .map_err(anyhow::Error::from)
+        let created = plugin.pre.instantiate_async(&mut store);
+        match tokio::time::timeout(plugin.info.timeout, created).await {
+            Ok(created) => created.map(drop).map_err(anyhow::Error::from),
+            Err(_) => bail!("instantiating took longer than its time limit"),
+        }
     }
 
-    /// Runs the message handler on a fresh instance. Blocking: call it off the async runtime.
-    pub fn handle_message(
+    /// Runs the message handler on a fresh instance, within the plugin's time limit.
+    pub async fn handle_message(
         &self,
         plugin: &LoadedPlugin,
         delivery: &Delivery,
         label: Arc<str>,
     ) -> Invocation<Result<(), Failure>> {
-        self.invoke(plugin, label, |store, instance| {
+        let mut store = self.new_store(plugin, label.clone());
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
             let indices = plugin
                 .message
                 .as_ref()
                 .ok_or(CallError::Missing("message-handler"))?;
-            let guest = indices.load(&mut *store, instance)?;
-            Ok(guest.call_handle(store, delivery)?)
-        })
+            let guest = indices.load(&mut store, &instance)?;
+            Ok(guest.call_handle(&mut store, delivery).await?)
+        };
+        let outcome = within_deadline(&plugin.info, call).await;
+        finish(plugin, &label, store, outcome)
     }
 
-    /// Runs the HTTP handler on a fresh instance. Blocking: call it off the async runtime.
-    pub fn handle_http(
+    /// Runs the HTTP handler on a fresh instance, within the plugin's time limit. A response
+    /// that breaks the contract fails the input (see `response::check`).
+    pub async fn handle_http(
         &self,
         plugin: &LoadedPlugin,
         request: &HttpRequest,
         label: Arc<str>,
     ) -> Invocation<Result<HttpResponse, Failure>> {
-        self.invoke(plugin, label, |store, instance| {
+        let mut store = self.new_store(plugin, label.clone());
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
             let indices = plugin
                 .http
                 .as_ref()
                 .ok_or(CallError::Missing("http-handler"))?;
-            let guest = indices.load(&mut *store, instance)?;
-            Ok(guest.call_handle(store, request)?)
-        })
+            let guest = indices.load(&mut store, &instance)?;
+            Ok(guest.call_handle(&mut store, request).await?)
+        };
+        let outcome = within_deadline(&plugin.info, call).await;
+        let outcome = outcome.and_then(|result| match result {
+            Ok(response) => response::check(&response, &plugin.info.budget).map(|()| Ok(response)),
+            Err(failure) => Ok(Err(failure)),
+        });
+        finish(plugin, &label, store, outcome)
     }
 
     fn new_store(&self, plugin: &LoadedPlugin, label: Arc<str>) -> Store<InputState> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(plugin.info.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
-        let state = InputState::new(plugin.info.clone(), self.store.clone(), label, limits);
+        let state = InputState::new(
+            plugin.info.clone(),
+            self.store.clone(),
+            label,
+            self.settings.max_message_bytes,
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = plugin
-            .info
-            .timeout
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis()) as u64;
-        store.set_epoch_deadline(ticks.max(1));
-        store.epoch_deadline_trap();
+        // Yield to the async runtime at every tick; the deadline itself is a timer (see
+        // `within_deadline`), which also covers a guest waiting inside a host call.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
         store
     }
+}
 
-    fn invoke<T>(
-        &self,
-        plugin: &LoadedPlugin,
-        label: Arc<str>,
-        call: impl FnOnce(
-            &mut Store<InputState>,
-            &wasmtime::component::Instance,
-        ) -> Result<T, CallError>,
-    ) -> Invocation<T> {
-        let mut store = self.new_store(plugin, label.clone());
-        let outcome = match plugin.pre.instantiate(&mut store) {
-            Ok(instance) => call(&mut store, &instance),
-            Err(e) => Err(CallError::Wasm(e)),
-        };
-        let outcome = outcome.map_err(|e| match e {
-            CallError::Missing(what) => InvokeError::MissingExport(what),
-            CallError::Wasm(e) => classify(&e, &plugin.info),
-        });
+/// Runs `call` until it finishes or the plugin's time limit passes. On time-out the future is
+/// dropped, which cancels the guest wherever it is (running code or waiting in WASI).
+async fn within_deadline<T>(
+    info: &PluginInfo,
+    call: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, InvokeError> {
+    match tokio::time::timeout(info.timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(CallError::Missing(what))) => Err(InvokeError::MissingExport(what)),
+        Ok(Err(CallError::Wasm(e))) => Err(classify(&e, info)),
+        Err(_) => Err(InvokeError::Timeout(info.timeout)),
+    }
+}
+
+/// Forwards the input's captured output to the log, drops its instance, and hands back its
+/// staged effects.
+fn finish<T>(
+    plugin: &LoadedPlugin,
+    label: &str,
+    store: Store<InputState>,
+    outcome: Result<T, InvokeError>,
+) -> Invocation<T> {
+    {
         let state = store.into_data();
-        forward_output(&plugin.info.name, &label, "stdout", &state.stdout);
-        forward_output(&plugin.info.name, &label, "stderr", &state.stderr);
+        forward_output(&plugin.info.name, label, "stdout", &state.stdout);
+        forward_output(&plugin.info.name, label, "stderr", &state.stderr);
         Invocation {
             outcome,
             effects: state.effects,
@@ -320,28 +355,33 @@ impl From<wasmtime::Error> for CallError {
     }
 }
 
+/// Tells why a call failed from the error's type: the host's own limits first, then traps.
 fn classify(err: &wasmtime::Error, info: &PluginInfo) -> InvokeError {
+    if let Some(exceeded) = err.downcast_ref::<MemoryLimitExceeded>() {
+        return InvokeError::MemoryLimit(exceeded.limit_bytes >> 20);
+    }
+    if let Some(exceeded) = err.downcast_ref::<BudgetExceeded>() {
+        return InvokeError::Budget(*exceeded);
+    }
     if let Some(trap) = err.downcast_ref::<Trap>() {
-        if *trap == Trap::Interrupt {
-            return InvokeError::Timeout(info.timeout);
-        }
         tracing::debug!(plugin = %info.name, "trap details: {err:?}");
         return InvokeError::Trap(trap.to_string());
-    }
-    let text = format!("{err:#}");
-    if text.contains("forcing trap when growing memory") {
-        return InvokeError::MemoryLimit(info.memory_bytes >> 20);
     }
     // Not a wasm trap: a host-side error, e.g. malformed data lifted from the guest. Its root
     // cause says what went wrong; the full chain (with backtrace) is kept at debug level.
     tracing::debug!(plugin = %info.name, "failure details: {err:?}");
-    let cause = err.chain().last().map(|c| c.to_string()).unwrap_or(text);
+    let cause = err
+        .chain()
+        .last()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| err.to_string());
     InvokeError::Trap(cause)
 }
 
 fn forward_output(plugin: &str, input: &str, stream: &str, output: &output::CapturedOutput) {
     let (text, dropped) = output.take();
     for line in text.lines().filter(|l| !l.is_empty()) {
+        let line = host_state::escape_log_text(line);
         tracing::info!(plugin = %plugin, input = %input, stream, "{line}");
     }
     if dropped > 0 {

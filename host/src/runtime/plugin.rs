@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use wasmtime::component::InstancePre;
 
 use super::bindings::{http_handler, message_handler};
+use super::budget::Budget;
 use super::host_state::InputState;
 
 /// What the host knows about a plugin version besides its code.
@@ -27,6 +28,10 @@ pub struct PluginInfo {
     pub memory_bytes: usize,
     /// Time limit per input.
     pub timeout: Duration,
+    /// What one input may stage in host memory.
+    pub budget: Budget,
+    /// Most inputs of this plugin running at once.
+    pub concurrency: usize,
 }
 
 /// Which handlers a component exports.

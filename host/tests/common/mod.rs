@@ -49,9 +49,20 @@ impl TestHost {
         Self::start_in(dir, toml).await
     }
 
+    /// Like [`TestHost::start`], with lines of keys added to `[server]` and `[runtime]`.
+    pub async fn start_with(toml: &str, server: &str, runtime: &str) -> TestHost {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config_with(dir.path(), server, runtime, toml);
+        Self::start_config(dir, config).await
+    }
+
     /// Like [`TestHost::start`] but reusing `dir` (and so its state) from an earlier host.
     pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> TestHost {
         let config = test_config(dir.path(), toml);
+        Self::start_config(dir, config).await
+    }
+
+    async fn start_config(dir: tempfile::TempDir, config: Config) -> TestHost {
         let host = Host::build(config).await.expect("host builds");
         let running = host.start().await.expect("host starts");
         let url = format!("http://{}", running.addr);
@@ -102,8 +113,18 @@ impl TestHost {
 
 /// Writes `toml` plus test defaults into `dir` and loads it.
 pub fn test_config(dir: &Path, toml: &str) -> Config {
+    test_config_with(dir, "", "", toml)
+}
+
+/// Like [`test_config`], with lines of keys added to `[server]` and `[runtime]`.
+pub fn test_config_with(dir: &Path, server: &str, runtime: &str, toml: &str) -> Config {
+    let grace = if server.contains("shutdown_grace_ms") {
+        ""
+    } else {
+        "shutdown_grace_ms = 20000\n"
+    };
     let full = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 20000\n\n[state]\npath = \"{state}\"\n\n[runtime]\nplugins_dir = \"{plugins}\"\n\n{toml}",
+        "[server]\nlisten = \"127.0.0.1:0\"\n{grace}{server}\n[state]\npath = \"{state}\"\n\n[runtime]\nplugins_dir = \"{plugins}\"\n{runtime}\n{toml}",
         state = dir.join("state.redb").display(),
         plugins = plugins_dir().display(),
     );

@@ -17,6 +17,9 @@
 //! | `config` | 200 `{"key": .., "value": ..}`, `value` null when unset |
 //! | `log` | logs at every level |
 //! | `invalid`, `retry` | fails with that failure |
+//! | `sleep` | sleeps `ms` milliseconds (a WASI wait), then 200 `slept` |
+//! | `flood` | writes `key` (if given), then `count` times `what` (`send` to `topic`, `state`, `log`) of `size` bytes; 200 `{"done": n, "error": ..}` |
+//! | `respond` | writes `key` (if given), then answers `status` with header `hname: hvalue` |
 
 use std::io::Write;
 
@@ -138,6 +141,54 @@ pub fn handle(host: &mut impl Host, req: &Request) -> Result<Response, Failure> 
                 host.log(level, "hello from testkit");
             }
             Response::json(200, &json!({ "logged": 5 }))
+        }
+        "sleep" => {
+            let ms = query("ms").and_then(|ms| ms.parse().ok()).unwrap_or(1000);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Response::text(200, "slept")
+        }
+        "flood" => {
+            if let Some(key) = query("key") {
+                put(host, &key, b"written before the flood")?;
+            }
+            let number = |name: &str| query(name).and_then(|n| n.parse::<usize>().ok());
+            let (count, size) = (number("count").unwrap_or(1), number("size").unwrap_or(1024));
+            let what = query("what").unwrap_or_default();
+            let chunk = vec![b'x'; size];
+            let mut done = 0;
+            let mut error = None;
+            for i in 0..count {
+                let result = match what.as_str() {
+                    "send" => host.send(message(&required("topic")?, None, &chunk)),
+                    "state" => host.set(&format!("flood:{i}"), &chunk),
+                    "log" => {
+                        host.log(Level::Info, &String::from_utf8_lossy(&chunk));
+                        Ok(())
+                    }
+                    _ => return Err(Failure::invalid("what must be send, state or log")),
+                };
+                if let Err(e) = result {
+                    error = Some(e);
+                    break;
+                }
+                done += 1;
+            }
+            Response::json(200, &json!({ "done": done, "error": error }))
+        }
+        "respond" => {
+            if let Some(key) = query("key") {
+                put(host, &key, b"written before the response")?;
+            }
+            let status = query("status").and_then(|s| s.parse().ok()).unwrap_or(200);
+            let headers = match (query("hname"), query("hvalue")) {
+                (Some(name), Some(value)) => vec![(name, value)],
+                _ => Vec::new(),
+            };
+            Response {
+                status,
+                headers,
+                body: b"forged body".to_vec(),
+            }
         }
         "invalid" => return Err(Failure::invalid("bad request: testkit says no")),
         "retry" => return Err(Failure::retry("try later")),

@@ -6,6 +6,7 @@
 //! | `fail-until:<n>` | fails (retry) while `attempt` < n, then forwards `done:<n>` as above |
 //! | `record:<text>` | stores `<text>` under `rec:<partition>:<offset, 12 digits>`, and sends it to `forward_to` if set |
 //! | `put-then-fail:<key>` | stores the value under `<key>`, then fails (retry) |
+//! | `sleep:<ms>` | sleeps that long (a WASI wait), then forwards `slept:<ms>` as above |
 //! | `invalid`, `retry` | fails with that failure |
 //! | `trap`, `loop`, `alloc` | panics, spins forever, allocates until stopped |
 //! | anything else, UTF-8 or not | fails as invalid |
@@ -43,6 +44,13 @@ pub fn handle(host: &mut impl Host, delivery: &Delivery) -> Result<(), Failure> 
         "put-then-fail" => {
             put(host, arg, &delivery.message.value)?;
             Err(Failure::retry("after write"))
+        }
+        "sleep" => {
+            let ms = arg
+                .parse()
+                .map_err(|_| Failure::invalid(format!("sleep needs a number, not {arg:?}")))?;
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            forward(host, delivery, &format!("slept:{ms}"))
         }
         "invalid" => Err(Failure::invalid("bad input")),
         "retry" => Err(Failure::retry("always")),
