@@ -33,13 +33,9 @@ fn message(topic: &str, key: &str, value: &str) -> OutMessage {
 
 async fn with_topic(bus: &Arc<dyn Bus>, name: &str, partitions: u32) -> String {
     let topic = unique_topic(name);
-    bus.ensure_topics(vec![TopicSpec {
-        name: topic.clone(),
-        partitions,
-        replication: 1,
-    }])
-    .await
-    .expect("topic created");
+    bus.ensure_topics(vec![TopicSpec::new(topic.clone(), partitions)])
+        .await
+        .expect("topic created");
     topic
 }
 
