@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -329,6 +329,7 @@ async fn consume_partition(
     shutdown: CancellationToken,
 ) {
     let mut end = partition.end.subscribe();
+    let mut resets = Resets::default();
     loop {
         let fetched = partition.log().fetch(next);
         let record = match fetched {
@@ -341,14 +342,7 @@ async fn consume_partition(
                 continue;
             }
             Fetch::Dropped { start } => {
-                tracing::warn!(
-                    %topic,
-                    partition = index,
-                    %group,
-                    "retention dropped offsets {next} to {} before the group read them; \
-                     it resumes at the earliest kept offset {start} (auto.offset.reset=earliest)",
-                    start - 1
-                );
+                resets.skipped(&topic, index, &group, next, start);
                 next = start;
                 continue;
             }
@@ -366,10 +360,48 @@ async fn consume_partition(
     }
 }
 
+/// Warnings about records a group missed. A consumer that stays behind retention finds its next
+/// record dropped again and again; it says so at most once per [`RESET_LOG_INTERVAL`], with
+/// how many records it missed in between.
+#[derive(Default)]
+struct Resets {
+    last_warning: Option<Instant>,
+    unreported: i64,
+}
+
+/// How often a partition's consumer warns about records it missed.
+const RESET_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Resets {
+    fn skipped(&mut self, topic: &str, partition: i32, group: &str, next: i64, start: i64) {
+        self.unreported += start - next;
+        if self
+            .last_warning
+            .is_some_and(|at| at.elapsed() < RESET_LOG_INTERVAL)
+        {
+            return;
+        }
+        let earlier = self.unreported - (start - next);
+        let more = match earlier {
+            0 => String::new(),
+            n => format!(" (and {n} records since the last warning)"),
+        };
+        tracing::warn!(
+            %topic,
+            partition,
+            %group,
+            "retention dropped offsets {next} to {} before the group read them{more}; it resumes \
+             at the earliest kept offset {start} (auto.offset.reset=earliest)",
+            start - 1
+        );
+        self.last_warning = Some(Instant::now());
+        self.unreported = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
-    use std::time::Instant;
 
     use super::*;
 

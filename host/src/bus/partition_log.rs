@@ -192,19 +192,29 @@ impl PartitionLog {
     }
 }
 
-/// The memory a kept record takes, estimated: its topic, key, value and headers, plus the
-/// fixed size of its structures. This is what `retention.bytes` counts on the embedded bus.
+/// The memory a kept record takes, estimated: its topic, key, value and headers, the fixed
+/// size of its structures, and the allocator's overhead per allocation. This is what
+/// `retention.bytes` counts on the embedded bus.
 pub(super) fn footprint(record: &Record) -> u64 {
     // The record, its `Arc` counters and its slot in the queue.
     const FIXED: usize = size_of::<Record>() + 2 * size_of::<usize>() + size_of::<Arc<Record>>();
     const PER_HEADER: usize = size_of::<(String, Vec<u8>)>();
-    let headers: usize = record
-        .headers
+    // What a general-purpose allocator adds to each block (size class rounding, headers).
+    const PER_ALLOCATION: usize = 16;
+    let key = record.key.as_deref().unwrap_or_default();
+    let mut bytes = FIXED + record.topic.len() + key.len() + record.value.len();
+    let mut allocations = 1 + [record.topic.len(), key.len(), record.value.len()]
         .iter()
-        .map(|(name, value)| PER_HEADER + name.len() + value.len())
-        .sum();
-    let key = record.key.as_ref().map_or(0, Vec::len);
-    (FIXED + record.topic.len() + key + record.value.len() + headers) as u64
+        .filter(|len| **len > 0)
+        .count();
+    if !record.headers.is_empty() {
+        allocations += 1;
+    }
+    for (name, value) in &record.headers {
+        bytes += PER_HEADER + name.len() + value.len();
+        allocations += usize::from(!name.is_empty()) + usize::from(!value.is_empty());
+    }
+    (bytes + allocations * PER_ALLOCATION) as u64
 }
 
 #[cfg(test)]
