@@ -28,7 +28,7 @@ use super::{Bus, BusError, Handled, Limit, Record, RecordHandler, Retention, Top
 use crate::runtime::OutMessage;
 
 /// How often age retention is applied to partitions that receive no records.
-const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 struct Partition {
     log: Mutex<PartitionLog>,
@@ -636,6 +636,31 @@ mod tests {
             line.contains("topic=t") && line.contains("group=g"),
             "{line}"
         );
+    }
+
+    #[tokio::test]
+    async fn age_retention_empties_a_topic_that_receives_nothing_more() {
+        let bus = bus_with(
+            "idle",
+            Retention {
+                bytes: Limit::Unlimited,
+                age: Limit::At(Duration::from_millis(50)),
+            },
+        )
+        .await;
+        bus.publish((0..3).map(|i| message("idle", i)).collect())
+            .await
+            .unwrap();
+        assert_eq!(bus.kept("idle").unwrap()[0].start, 0);
+        until("the idle records to age out", || {
+            bus.kept("idle").unwrap()[0]
+                == Kept {
+                    start: 3,
+                    end: 3,
+                    bytes: 0,
+                }
+        })
+        .await;
     }
 
     #[tokio::test]
