@@ -3,7 +3,7 @@
 CARGO ?= cargo
 COOLSTORE ?= examples/coolstore/eventhost.toml
 
-.PHONY: build plugins host test lint bench run run-kafka run-hello kafka-start kafka-stop clean
+.PHONY: build plugins host test lint bench soak run run-kafka run-hello kafka-start kafka-stop clean
 
 build: plugins host
 
@@ -42,6 +42,13 @@ run-hello: plugins
 # The sandbox's cost against native code, measured in one run (release build).
 bench: plugins
 	$(CARGO) run --release --example overhead
+
+# About 15 minutes, not in CI: the soak test longer, on the embedded bus and then on Kafka (the
+# broker is started here and left running), each printing the host's RSS over time.
+SOAK_SECONDS ?= 420
+soak: plugins kafka-start
+	EVENTHOST_SOAK_BUS=embedded EVENTHOST_SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --test soak -- --nocapture
+	EVENTHOST_SOAK_BUS=kafka EVENTHOST_SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --test soak -- --nocapture
 
 kafka-start:
 	bash scripts/kafka start

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::eventually;
-use eventhost::bus::{Bus, EmbeddedBus, Handled, KafkaBus, KafkaSettings, Record, TopicSpec};
+use eventhost::bus::{
+    Bus, EmbeddedBus, Handled, KafkaBus, KafkaSettings, Limit, Record, Retention, TopicSpec,
+};
 use eventhost::runtime::OutMessage;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
@@ -33,13 +35,9 @@ fn message(topic: &str, key: &str, value: &str) -> OutMessage {
 
 async fn with_topic(bus: &Arc<dyn Bus>, name: &str, partitions: u32) -> String {
     let topic = unique_topic(name);
-    bus.ensure_topics(vec![TopicSpec {
-        name: topic.clone(),
-        partitions,
-        replication: 1,
-    }])
-    .await
-    .expect("topic created");
+    bus.ensure_topics(vec![TopicSpec::new(topic.clone(), partitions)])
+        .await
+        .expect("topic created");
     topic
 }
 
@@ -354,6 +352,64 @@ async fn kafka_rebalance_hands_partitions_over_without_loss() {
             rdkafka::Offset::Offset(high),
             "partition {} was not committed to its end",
             element.partition()
+        );
+    }
+}
+
+/// Retention set in the config reaches Kafka when the host creates a topic; what is not set
+/// stays the broker's default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_topics_are_created_with_the_configured_retention() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+
+    let bus = kafka();
+    let configured = unique_topic("retention-set");
+    let defaults = unique_topic("retention-default");
+    let retention = Retention {
+        bytes: Limit::At(1 << 20),
+        age: Limit::Unlimited,
+    };
+    bus.ensure_topics(vec![
+        TopicSpec {
+            retention,
+            ..TopicSpec::new(configured.clone(), 1)
+        },
+        TopicSpec::new(defaults.clone(), 1),
+    ])
+    .await
+    .expect("topics created");
+
+    let bootstrap =
+        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let described = admin
+        .describe_configs(
+            &[
+                ResourceSpecifier::Topic(&configured),
+                ResourceSpecifier::Topic(&defaults),
+            ],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("topic configs described");
+    let [Ok(configured), Ok(defaults)] = &described[..] else {
+        panic!("expected the configs of both topics, got {described:?}");
+    };
+    let value = |name| configured.get(name).and_then(|e| e.value.as_deref());
+    assert_eq!(value("retention.bytes"), Some("1048576"));
+    assert_eq!(value("retention.ms"), Some("-1"));
+    for name in ["retention.bytes", "retention.ms"] {
+        let entry = configured.get(name).expect("retention configs");
+        assert_eq!(entry.source, ConfigSource::DynamicTopic, "{name}");
+        let entry = defaults.get(name).expect("retention configs");
+        assert_ne!(
+            entry.source,
+            ConfigSource::DynamicTopic,
+            "{name} of a topic without retention"
         );
     }
 }

@@ -12,6 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use eventhost::bus::{Limit, Retention};
 use eventhost::config::{BusConfig, Config};
 
 fn fixture_dir(kind: &str) -> PathBuf {
@@ -128,6 +129,14 @@ fn full_fixture_has_its_values_and_defaults() {
     assert_eq!(sub.retry.backoff, Duration::from_millis(200));
     // The order service's subscriptions use the default dead-letter topics.
     assert_eq!(config.topics["payments.dlq"].partitions, 1);
+    assert_eq!(
+        config.topics["orders.dlq"].retention,
+        Retention {
+            bytes: Limit::At(1 << 20),
+            age: Limit::Unlimited,
+        }
+    );
+    assert_eq!(config.topics["orders"].retention, Retention::default());
     assert!(
         config
             .routes

@@ -224,11 +224,7 @@ impl Scenario {
         bus.ensure_topics(
             topics
                 .iter()
-                .map(|(name, partitions)| TopicSpec {
-                    name: name.to_string(),
-                    partitions: *partitions as u32,
-                    replication: 1,
-                })
+                .map(|(name, partitions)| TopicSpec::new(*name, *partitions as u32))
                 .collect(),
         )
         .await

@@ -259,6 +259,13 @@ fn topic_specs(config: &Config) -> Vec<TopicSpec> {
             name: t.name.clone(),
             partitions: t.partitions,
             replication: t.replication,
+            retention: t.retention,
+            groups: config
+                .subscriptions
+                .iter()
+                .filter(|s| s.topic == t.name)
+                .map(|s| s.group.clone())
+                .collect(),
         })
         .collect()
 }

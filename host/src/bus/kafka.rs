@@ -30,7 +30,7 @@ use rdkafka::util::Timeout;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Bus, BusError, Handled, Health, Record, RecordHandler, TopicSpec};
+use super::{Bus, BusError, Handled, Health, Limit, Record, RecordHandler, Retention, TopicSpec};
 use crate::runtime::OutMessage;
 
 /// librdkafka's default `message.max.bytes`.
@@ -210,14 +210,23 @@ impl Bus for KafkaBus {
                     .client_config()
                     .create()
                     .map_err(|e| BusError::Other(format!("kafka admin client: {e}")))?;
+            let configs: Vec<Vec<(&str, String)>> = topics
+                .iter()
+                .map(|t| retention_configs(&t.retention))
+                .collect();
             let new: Vec<NewTopic<'_>> = topics
                 .iter()
-                .map(|t| {
-                    NewTopic::new(
+                .zip(&configs)
+                .map(|(t, configs)| {
+                    let mut topic = NewTopic::new(
                         &t.name,
                         t.partitions as i32,
                         TopicReplication::Fixed(i32::from(t.replication)),
-                    )
+                    );
+                    for (key, value) in configs {
+                        topic = topic.set(key, value);
+                    }
+                    topic
                 })
                 .collect();
             let options = AdminOptions::new()
@@ -482,6 +491,26 @@ fn publish_error(error: KafkaError) -> BusError {
     } else {
         BusError::Unavailable(error.to_string())
     }
+}
+
+/// The topic configs for the retention limits set in the config; the broker's defaults stand
+/// for the others.
+fn retention_configs(retention: &Retention) -> Vec<(&'static str, String)> {
+    let value = |limit: Limit<u64>| match limit {
+        Limit::BusDefault => None,
+        Limit::Unlimited => Some("-1".to_string()),
+        Limit::At(value) => Some(value.to_string()),
+    };
+    [
+        ("retention.bytes", value(retention.bytes)),
+        (
+            "retention.ms",
+            value(retention.age.map(|age| age.as_millis() as u64)),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key, value?)))
+    .collect()
 }
 
 fn to_record(message: &impl rdkafka::Message) -> Record {

@@ -7,14 +7,16 @@
 
 mod embedded;
 mod kafka;
+mod partition_log;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use embedded::EmbeddedBus;
+pub use embedded::{EmbeddedBus, Kept};
 pub use kafka::{KafkaBus, KafkaSettings};
 
 use crate::runtime::OutMessage;
@@ -59,6 +61,62 @@ pub struct TopicSpec {
     pub partitions: u32,
     /// Replication factor (ignored by the embedded bus).
     pub replication: i16,
+    /// How long the topic keeps records.
+    pub retention: Retention,
+    /// The consumer groups that are to consume the topic. The embedded bus keeps records for
+    /// them from now on, even before their subscriptions start; Kafka ignores this.
+    pub groups: Vec<String>,
+}
+
+impl TopicSpec {
+    /// A topic of `partitions` partitions, replication 1, with the bus's default retention.
+    pub fn new(name: impl Into<String>, partitions: u32) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            replication: 1,
+            retention: Retention::default(),
+            groups: Vec::new(),
+        }
+    }
+}
+
+/// How much of a topic is kept: Kafka's `retention.bytes` and `retention.ms`.
+///
+/// Retention, not consumption, decides what a group that joins later can read, as on Kafka.
+/// The embedded bus also drops records that every group consuming the topic has committed
+/// past; see [`EmbeddedBus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Most bytes each partition keeps (`retention.bytes`); the oldest records go first.
+    pub bytes: Limit<u64>,
+    /// How long a record is kept after it was published (`retention.ms`).
+    pub age: Limit<Duration>,
+}
+
+/// One retention limit, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Limit<T> {
+    /// Not configured: the bus decides. The embedded bus uses
+    /// [`EmbeddedBus::DEFAULT_RETENTION_BYTES`] and [`EmbeddedBus::DEFAULT_RETENTION_AGE`];
+    /// Kafka uses the broker's defaults.
+    #[default]
+    BusDefault,
+    /// No limit (`-1`).
+    Unlimited,
+    /// At most this much.
+    At(T),
+}
+
+impl<T> Limit<T> {
+    /// The same limit with its value converted.
+    pub fn map<U>(self, convert: impl FnOnce(T) -> U) -> Limit<U> {
+        match self {
+            Limit::BusDefault => Limit::BusDefault,
+            Limit::Unlimited => Limit::Unlimited,
+            Limit::At(value) => Limit::At(convert(value)),
+        }
+    }
 }
 
 /// Why the bus could not do what was asked.
@@ -90,7 +148,8 @@ pub enum Health {
 
 /// A message bus. See the module docs for the guarantees.
 pub trait Bus: Send + Sync + 'static {
-    /// Creates the topics that do not exist yet.
+    /// Creates the topics that do not exist yet. The embedded bus also applies a changed
+    /// retention to existing topics; Kafka sets retention only when it creates a topic.
     fn ensure_topics(&self, topics: Vec<TopicSpec>) -> BoxFuture<'_, Result<(), BusError>>;
 
     /// Publishes `messages`; resolves once the bus acknowledged every one of them (they are

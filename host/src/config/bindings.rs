@@ -19,6 +19,7 @@ use super::raw::{RawLimits, RawPlugin, RawRoute, RawSubscription, RawTopic};
 use super::source::{Source, quote_key};
 use super::validate::{at_least, millis_or, non_empty, resolve};
 use crate::runtime::Budget;
+use crate::bus::{Limit, Retention};
 
 pub(super) fn topics(raw: &[RawTopic]) -> Result<BTreeMap<String, TopicConfig>, ConfigError> {
     let mut topics = BTreeMap::new();
@@ -52,10 +53,17 @@ pub(super) fn topics(raw: &[RawTopic]) -> Result<BTreeMap<String, TopicConfig>, 
             Some(r) => *r.get_ref(),
             None => TopicConfig::DEFAULT_REPLICATION,
         };
+        let retention = Retention {
+            bytes: limit(src, &key("retention.bytes"), &topic.retention.bytes)?
+                .map(|bytes| bytes as u64),
+            age: limit(src, &key("retention.ms"), &topic.retention.ms)?
+                .map(|ms| Duration::from_millis(ms as u64)),
+        };
         let config = TopicConfig {
             name: name.clone(),
             partitions,
             replication,
+            retention,
         };
         topics.insert(name.clone(), config);
     }
@@ -236,6 +244,7 @@ pub(super) fn subscriptions(
                         name: name.clone(),
                         partitions: 1,
                         replication: topic.replication,
+                        retention: Retention::default(),
                     });
                 }
                 name
@@ -342,6 +351,23 @@ pub(super) fn routes(
         });
     }
     Ok(routes)
+}
+
+/// A retention limit: at least 1, or -1 for no limit; left out, the bus's default.
+fn limit(src: &Source, key: &str, value: &Option<Spanned<i64>>) -> Result<Limit<i64>, ConfigError> {
+    match value {
+        None => Ok(Limit::BusDefault),
+        Some(v) if *v.get_ref() == -1 => Ok(Limit::Unlimited),
+        Some(v) if *v.get_ref() >= 1 => Ok(Limit::At(*v.get_ref())),
+        Some(v) => Err(src.error(
+            v.span(),
+            key,
+            format!(
+                "expected at least 1, or -1 for no limit, found {}",
+                v.get_ref()
+            ),
+        )),
+    }
 }
 
 fn declared_topic<'t>(

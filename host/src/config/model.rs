@@ -10,6 +10,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::bus::Retention;
+
 /// A whole deployment: what the host listens on, which bus and store it uses, and which
 /// plugins it runs bound to which topics and routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +225,7 @@ impl RuntimeConfig {
 /// name = "orders"
 /// partitions = 3
 /// replication = 1
+/// retention = { bytes = 4194304, ms = 21600000 }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicConfig {
@@ -233,6 +236,12 @@ pub struct TopicConfig {
     /// Replication factor (`replication`), at least 1, or -1 for the broker's default.
     /// Default 1.
     pub replication: i16,
+    /// How much each partition keeps (`retention = { bytes, ms }`, Kafka's `retention.bytes`
+    /// and `retention.ms`): at most `bytes` per partition, each record for at most `ms`; `-1`
+    /// is no limit. A value left out is the bus's default: on the embedded bus 4 MiB and
+    /// 6 hours (see [`crate::bus::EmbeddedBus`]); on Kafka the broker's, and values set here
+    /// are given to Kafka when the host creates the topic.
+    pub retention: Retention,
 }
 
 impl TopicConfig {

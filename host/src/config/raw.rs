@@ -97,6 +97,16 @@ pub(crate) struct RawTopic {
     pub(crate) name: Spanned<String>,
     pub(crate) partitions: Option<Spanned<u32>>,
     pub(crate) replication: Option<Spanned<i16>>,
+    #[serde(default)]
+    pub(crate) retention: RawRetention,
+}
+
+/// `retention = { .. }` of a topic: Kafka's `retention.bytes` and `retention.ms`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetention {
+    pub(crate) bytes: Option<Spanned<i64>>,
+    pub(crate) ms: Option<Spanned<i64>>,
 }
 
 /// A drop-in binding file `<plugins_dir>/<name>.toml`: one plugin's own tables.

@@ -282,6 +282,53 @@ impl Dispatcher {
 
     fn commit_lock(&self, plugin: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.commit_locks.lock().unwrap_or_else(|e| e.into_inner());
+        if !locks.contains_key(plugin) {
+            // Locks of removed plugins go once nobody holds them: the map follows the
+            // deployment instead of growing with every plugin name ever deployed.
+            locks.retain(|name, lock| {
+                Arc::strong_count(lock) > 1 || self.registry.get(name).is_some()
+            });
+        }
         locks.entry(plugin.to_string()).or_default().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::bus::EmbeddedBus;
+    use crate::runtime::RuntimeSettings;
+    use crate::state::EmbeddedStore;
+
+    #[test]
+    fn commit_locks_follow_the_deployment() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).unwrap());
+        let settings = RuntimeSettings {
+            max_memory_bytes: 1 << 20,
+            max_instances: 1,
+            cache_dir: Some(dir.path().join("cache")),
+            max_message_bytes: None,
+        };
+        let runtime = Arc::new(Runtime::new(settings, store.clone()).unwrap());
+        let bus = Arc::new(EmbeddedBus::new());
+        let dispatcher = Dispatcher::new(runtime, Arc::new(Registry::new()), store, bus, 1);
+        let held = dispatcher.commit_lock("busy");
+        for i in 0..100 {
+            dispatcher.commit_lock(&format!("removed-{i}"));
+        }
+        let names: BTreeSet<String> = dispatcher
+            .commit_locks
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        // Nothing is loaded: only the lock in use and the newest one are left.
+        assert_eq!(names, BTreeSet::from(["busy".into(), "removed-99".into()]));
+        drop(held);
     }
 }

@@ -39,10 +39,30 @@ pub fn spawn(
     // compare equal to those the host started with.
     let plugins_dir = plugins_dir.canonicalize()?;
     let watched_config = main_config.canonicalize()?;
-    let (events, mut received) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let _ = events.send(event);
-    })?;
+    // The callback only signals that something relevant changed: one pending signal is all the
+    // debounce needs, so events never pile up in memory however fast files change (a state
+    // file beside the config changes with every commit).
+    let (changed, mut received) = mpsc::channel::<()>(1);
+    let relevant = {
+        let (config, dir) = (watched_config.clone(), plugins_dir.clone());
+        move |event: &notify::Event| {
+            !matches!(event.kind, EventKind::Access(_))
+                && event.paths.iter().any(|p| {
+                    *p == config
+                        || (p.parent() == Some(dir.as_path())
+                            && p.extension().is_some_and(|e| e == "wasm" || e == "toml"))
+                })
+        }
+    };
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if relevant(&event) => {
+                tracing::debug!(kind = ?event.kind, paths = ?event.paths, "change");
+                let _ = changed.try_send(());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("file watch error: {e}"),
+        })?;
     // Watch the folder holding the config, not the file: editors replace files by renaming.
     let config_dir = watched_config
         .parent()
@@ -53,41 +73,20 @@ pub fn spawn(
     tracing::info!(config = %watched_config.display(), plugins = %plugins_dir.display(), "watching for changes");
     Ok(tokio::spawn(async move {
         let _watcher = watcher; // dropping it stops the events
-        let relevant = |event: &notify::Event| {
-            !matches!(event.kind, EventKind::Access(_))
-                && event.paths.iter().any(|p| {
-                    *p == watched_config
-                        || (p.parent() == Some(&plugins_dir)
-                            && p.extension().is_some_and(|e| e == "wasm" || e == "toml"))
-                })
-        };
         loop {
-            let event = tokio::select! {
+            tokio::select! {
                 _ = shutdown.cancelled() => return,
-                event = received.recv() => event,
-            };
-            match event {
-                None => return,
-                Some(Ok(event)) if relevant(&event) => {
-                    tracing::debug!(kind = ?event.kind, paths = ?event.paths, "change")
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    tracing::warn!("file watch error: {e}");
-                    continue;
-                }
+                signal = received.recv() => if signal.is_none() { return },
             }
-            // Debounce: apply once the burst of relevant events is over. Other files in the
-            // watched folders (e.g. a state file beside the config) may change all the time.
+            // Debounce: apply once the burst of relevant events is over.
             let mut quiet_since = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep_until(quiet_since + QUIET) => break,
-                    event = received.recv() => match event {
+                    signal = received.recv() => match signal {
                         None => return,
-                        Some(Ok(event)) if relevant(&event) => quiet_since = tokio::time::Instant::now(),
-                        Some(_) => {}
+                        Some(()) => quiet_since = tokio::time::Instant::now(),
                     },
                 }
             }

@@ -1,10 +1,16 @@
 //! The default store: one redb file (copy-on-write B-trees, crash-safe commits).
+//!
+//! State grows on disk, not in memory: redb's page cache is capped at [`CACHE_BYTES`] (its
+//! own default is 1 GiB, which a long-running host would fill as state grows).
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Builder, Database, ReadableDatabase, TableDefinition};
 
 use super::{StateError, StateStore, Write};
+
+/// Memory for redb's page cache (reads and the write buffer together).
+pub const CACHE_BYTES: usize = 4 << 20;
 
 /// All namespaces share one table; keys are `namespace NUL key`, so a namespace is a key range.
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
@@ -21,7 +27,9 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StateError::new(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let db = Database::create(path)
+        let db = Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
             .map_err(|e| StateError::new(format!("cannot open {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(StateError::new)?;
         txn.open_table(ENTRIES).map_err(StateError::new)?;
