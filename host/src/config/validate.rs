@@ -95,6 +95,10 @@ fn server(raw: &RawServer, src: &Source, dir: &Path) -> Result<ServerConfig, Con
         static_dir,
         body_limit_bytes,
         shutdown_grace: millis_or(&raw.shutdown_grace_ms, ServerConfig::DEFAULT_SHUTDOWN_GRACE),
+        cors: match &raw.cors {
+            Some(cors) => Some(super::cors::cors(cors, src)?),
+            None => None,
+        },
     })
 }
 
