@@ -45,13 +45,23 @@ pub struct TestHost {
 impl TestHost {
     /// Starts a host from `toml`. `[server]`, `[state]` and `[runtime] plugins_dir` are added.
     pub async fn start(toml: &str) -> TestHost {
+        Self::start_with("", toml).await
+    }
+
+    /// Like [`TestHost::start`], with `server` added to `[server]` (see [`test_config_with`]).
+    pub async fn start_with(server: &str, toml: &str) -> TestHost {
         let dir = tempfile::tempdir().unwrap();
-        Self::start_in(dir, toml).await
+        let config = test_config_with(dir.path(), server, toml);
+        Self::start_config(dir, config).await
     }
 
     /// Like [`TestHost::start`] but reusing `dir` (and so its state) from an earlier host.
     pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> TestHost {
         let config = test_config(dir.path(), toml);
+        Self::start_config(dir, config).await
+    }
+
+    async fn start_config(dir: tempfile::TempDir, config: Config) -> TestHost {
         let host = Host::build(config).await.expect("host builds");
         let running = host.start().await.expect("host starts");
         let url = format!("http://{}", running.addr);
@@ -102,14 +112,37 @@ impl TestHost {
 
 /// Writes `toml` plus test defaults into `dir` and loads it.
 pub fn test_config(dir: &Path, toml: &str) -> Config {
+    test_config_with(dir, "", toml)
+}
+
+/// Like [`test_config`], with `server` added to the `[server]` table: keys such as
+/// `static_dir = "..."`, then sub-tables such as `[server.cors]`.
+pub fn test_config_with(dir: &Path, server: &str, toml: &str) -> Config {
     let full = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 20000\n\n[state]\npath = \"{state}\"\n\n[runtime]\nplugins_dir = \"{plugins}\"\n\n{toml}",
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 20000\n{server}\n\n[state]\npath = \"{state}\"\n\n[runtime]\nplugins_dir = \"{plugins}\"\n\n{toml}",
         state = dir.join("state.redb").display(),
         plugins = plugins_dir().display(),
     );
     let file = dir.join("eventhost.toml");
     std::fs::write(&file, full).unwrap();
     Config::load(&file).unwrap_or_else(|e| panic!("test config is invalid: {e}"))
+}
+
+/// `static_dir = "<the coolstore's web page>"`, for [`test_config_with`].
+pub fn coolstore_static_dir() -> String {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/coolstore/web");
+    format!("static_dir = {:?}\n", web.display().to_string())
+}
+
+/// The topics, plugins, subscriptions and routes of an example config such as
+/// `examples/coolstore/eventhost.toml`, without the tables a test sets itself (`[server]`,
+/// `[state]`, `[runtime]`).
+pub fn shop_wiring(text: &str) -> toml::Table {
+    let mut table: toml::Table = text.parse().expect("the example config is TOML");
+    for managed in ["server", "state", "runtime"] {
+        table.remove(managed);
+    }
+    table
 }
 
 /// Polls `check` until it returns `Some`, failing the test after `timeout`.
