@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use eventhost::app::{Host, RunningHost, load_plugins};
-use eventhost::config::{BusConfig, Config};
+use eventhost::config::{Allowed, BusConfig, Config};
 use eventhost::runtime::{Registry, Runtime};
 use eventhost::state::EmbeddedStore;
 use tokio_util::sync::CancellationToken;
@@ -236,6 +236,13 @@ fn summary(config: &Config, registry: &Registry) -> String {
     let _ = writeln!(out, "  state:  {}", config.state.path.display());
     if let Some(dir) = &config.server.static_dir {
         let _ = writeln!(out, "  static: {}", dir.display());
+    }
+    if let Some(cors) = &config.server.cors {
+        let origins = match &cors.origins {
+            Allowed::Any => "any origin".to_string(),
+            Allowed::Only(list) => list.join(", "),
+        };
+        let _ = writeln!(out, "  cors:   {origins}");
     }
     let _ = writeln!(out, "  plugins:");
     for (plugin, _) in registry.all() {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use eventhost::bus::{Limit, Retention};
-use eventhost::config::{BusConfig, Config};
+use eventhost::config::{Allowed, BusConfig, Config};
 
 fn fixture_dir(kind: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -108,6 +108,14 @@ fn full_fixture_has_its_values_and_defaults() {
     let dir = fixture_dir("valid");
     assert_eq!(config.file, file);
     assert_eq!(config.server.static_dir, Some(dir.join("web")));
+    let cors = config.server.cors.as_ref().expect("[server.cors]");
+    assert_eq!(
+        cors.origins,
+        Allowed::Only(vec!["http://localhost:4200".into()])
+    );
+    assert_eq!(cors.methods, ["GET", "POST", "DELETE"]);
+    assert_eq!(cors.max_age, Some(Duration::from_secs(600)));
+    assert!(cors.credentials);
     assert_eq!(config.state.path, dir.join("data/state.redb"));
     let BusConfig::Kafka(kafka) = &config.bus else {
         panic!("expected a kafka bus, got {:?}", config.bus);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end browser test of the Coolstore web shop.
 #
-#   SHOP_URL=http://127.0.0.1:8080 tests/browser/run.sh
+#   SHOP_URL=http://127.0.0.1:8080 tests/browser/run.sh [TEST_FILE...]
 #
+# TEST_FILE defaults to shop.test.mjs (cors.sh runs cors.test.mjs through this script).
 # Installs what is missing (Debian's Chromium, the npm packages), then runs the
 # test with Node's built-in runner. It does NOT start the shop: the caller starts
 # the host and passes its address in SHOP_URL (default http://127.0.0.1:8080).
@@ -30,4 +31,5 @@ fi
 
 export SHOP_URL="${SHOP_URL:-http://127.0.0.1:8080}"
 echo "run.sh: testing the shop at $SHOP_URL" >&2
-exec node --test shop.test.mjs
+[ $# -gt 0 ] || set -- shop.test.mjs
+exec node --test "$@"

@@ -181,6 +181,12 @@ for (const scenario of SCENARIOS) {
         assert.equal((await card.getByTestId('product-name').textContent()).trim(), p.name);
         assert.equal((await card.getByTestId('product-price').textContent()).trim(), money(p.price), `price of ${p.name}`);
       }
+      // Stock and where it is: the workshop's inventory records.
+      for (const record of await getJson(page, 'api/inventory')) {
+        const card = page.locator(`[data-testid="product-card"][data-item-id="${record.itemId}"]`);
+        assert.equal((await card.getByTestId('product-stock').textContent()).trim(), `${record.quantity} in stock`);
+        assert.equal((await card.getByTestId('product-location').textContent()).trim(), `At ${record.location}`);
+      }
       const tshirt = products.find((p) => p.name === TSHIRT);
       assert.ok(tshirt, `the catalogue has a "${TSHIRT}"`);
       assert.ok(tshirt.quantity > 0, `"${TSHIRT}" is in stock`);

@@ -2,8 +2,11 @@
  * Coolstore web shop: plain JavaScript, no build step, no dependencies.
  *
  * Hash routes: #/products (default), #/cart, #/checkout, #/orders.
- * JSON API on the same origin (paths are relative to this page):
+ * JSON API, by default on this page's own origin (paths are relative to this page). Served
+ * from elsewhere, the page takes the API's address as ?api=http://host:port/ (the host must
+ * then allow this page's origin: [server.cors] in its config).
  *   GET    api/products
+ *   GET    api/inventory
  *   GET    api/cart/{cartId}
  *   POST   api/cart/{cartId}/{itemId}/{quantity}
  *   DELETE api/cart/{cartId}/{itemId}/{quantity}
@@ -15,6 +18,7 @@
 
 (function () {
   const CART_ID_KEY = 'coolstore.cartId';
+  const API_BASE = apiBase();
   const ORDERS_POLL_MS = 1000;
   const TOAST_MS = 4000;
 
@@ -80,6 +84,17 @@
     return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
   }
 
+  /** Where the API is: ?api=<url> if given, else beside this page; always ends with '/'. */
+  function apiBase() {
+    const given = new URLSearchParams(location.search).get('api');
+    let base;
+    try { base = new URL(given || '.', location.href); } catch (_) { base = new URL('.', location.href); }
+    if (!base.pathname.endsWith('/')) base.pathname += '/';
+    base.search = '';
+    base.hash = '';
+    return base;
+  }
+
   function getCartId() {
     let id = null;
     try { id = localStorage.getItem(CART_ID_KEY); } catch (_) { /* storage disabled */ }
@@ -113,7 +128,7 @@
     }
     let response;
     try {
-      response = await fetch(path, options);
+      response = await fetch(new URL(path, API_BASE), options);
     } catch (_) {
       throw new ApiError('Cannot reach the Coolstore server. Please check your connection and try again.', 0);
     }
@@ -134,6 +149,8 @@
   const seg = encodeURIComponent;
   const Api = {
     products: () => api('GET', 'api/products'),
+    // The workshop's inventory records: [{id, itemId, location, quantity, link}].
+    inventory: () => api('GET', 'api/inventory'),
     // A cart the server has never seen may answer 404: that is an empty cart.
     cart: () => api('GET', `api/cart/${seg(cartId)}`).catch((err) => {
       if (err.status === 404) return emptyCart();
@@ -289,8 +306,10 @@
     main.append(body);
 
     let products;
+    let stock;
     try {
-      products = await Api.products();
+      // Stock is extra: without it, cards show the catalog's quantity.
+      [products, stock] = await Promise.all([Api.products(), Api.inventory().catch(() => null)]);
     } catch (err) {
       if (!ctx.isCurrent()) return;
       body.replaceChildren(errorBox(err.message, () => route()));
@@ -304,12 +323,18 @@
     }
 
     const grid = h('div', { class: 'product-grid', 'data-testid': 'product-list' });
-    for (const product of products) grid.append(productCard(product));
+    const records = Array.isArray(stock) ? stock : [];
+    for (const product of products) {
+      grid.append(productCard(product, records.filter((r) => r && r.itemId === product.itemId)));
+    }
     body.replaceChildren(grid);
   }
 
-  function productCard(product) {
-    const stock = toNumber(product.quantity);
+  /** A product's card; `records` are its inventory records (the catalog's quantity if none). */
+  function productCard(product, records) {
+    const stock = records.length
+      ? records.reduce((sum, r) => sum + toNumber(r.quantity), 0)
+      : toNumber(product.quantity);
     const inStock = stock > 0;
     const button = h('button', {
       class: 'btn btn-primary btn-block', type: 'button', 'data-testid': 'add-to-cart',
@@ -342,6 +367,13 @@
             'data-testid': 'product-stock',
             text: inStock ? `${stock} in stock` : 'Out of stock',
           })),
+        records.length ? h('p', { class: 'product-location', 'data-testid': 'product-location' },
+          'At ', ...records.flatMap((r, i) => [
+            i ? ', ' : null,
+            /^https?:\/\//.test(String(r.link || ''))
+              ? h('a', { href: r.link, target: '_blank', rel: 'noopener', text: r.location || r.link })
+              : String(r.location || ''),
+          ])) : null,
         button));
   }
 

@@ -77,13 +77,16 @@ impl Host {
             bus,
             config.runtime.max_concurrency as usize,
         ));
-        let http = Arc::new(HttpState::new(
-            dispatcher.clone(),
-            RouteTable::default(),
-            config.server.body_limit_bytes,
-            config.server.body_timeout,
-            config.server.static_dir.clone(),
-        ));
+        let http = Arc::new(
+            HttpState::new(
+                dispatcher.clone(),
+                RouteTable::default(),
+                config.server.body_limit_bytes,
+                config.server.body_timeout,
+                config.server.static_dir.clone(),
+            )
+            .with_cors(config.server.cors.as_ref()),
+        );
         let deployment = Arc::new(Deployment::new(runtime, dispatcher, http.clone()));
         // Everything is loaded already, so this only declares topics and sets the routes.
         let report = deployment.apply(config.clone()).await;
@@ -141,23 +144,23 @@ impl Host {
                 token: token.map(Into::into),
             },
         );
-        let mut app = crate::http::router(self.http.clone());
         let mut servers = Vec::new();
         let mut admin_addr = None;
         let limits = ServerLimits {
             header_timeout: self.config.server.header_timeout,
             max_connections: self.config.server.max_connections as usize,
         };
-        match self.config.server.admin_listen {
+        let app = match self.config.server.admin_listen {
             Some(admin_listen) => {
                 let admin_listener = tokio::net::TcpListener::bind(admin_listen)
                     .await
                     .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
                 admin_addr = Some(admin_listener.local_addr()?);
                 servers.push(serve(admin_listener, admin, limits, shutdown.clone()));
+                crate::http::router(self.http.clone())
             }
-            None => app = app.merge(admin),
-        }
+            None => crate::http::router_with(self.http.clone(), admin),
+        };
         servers.push(serve(listener, app, limits, shutdown.clone()));
         self.deployment.start(shutdown.clone()).await;
         let watcher = match self.reload_from {

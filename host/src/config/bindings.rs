@@ -18,8 +18,8 @@ use super::names::{check_method, check_plugin_name, check_route_path, check_topi
 use super::raw::{RawLimits, RawPlugin, RawRoute, RawSubscription, RawTopic};
 use super::source::{Source, quote_key};
 use super::validate::{at_least, millis_or, non_empty, resolve};
-use crate::runtime::Budget;
 use crate::bus::{Limit, Retention};
+use crate::runtime::Budget;
 
 pub(super) fn topics(raw: &[RawTopic]) -> Result<BTreeMap<String, TopicConfig>, ConfigError> {
     let mut topics = BTreeMap::new();

@@ -35,6 +35,7 @@
 //! ```
 
 mod bindings;
+mod cors;
 mod drop_in;
 mod error;
 mod model;
@@ -48,8 +49,8 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use model::{
-    BusConfig, Config, KafkaConfig, Limits, PluginConfig, RetryPolicy, RouteConfig, RuntimeConfig,
-    ServerConfig, StateConfig, SubscriptionConfig, TopicConfig,
+    Allowed, BusConfig, Config, CorsConfig, KafkaConfig, Limits, PluginConfig, RetryPolicy,
+    RouteConfig, RuntimeConfig, ServerConfig, StateConfig, SubscriptionConfig, TopicConfig,
 };
 
 impl Config {

@@ -49,6 +49,9 @@ pub struct Config {
 /// header_timeout_ms = 10000
 /// body_timeout_ms = 30000
 /// max_connections = 1024
+///
+/// [server.cors]
+/// origins = ["http://localhost:4200"]
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -80,6 +83,9 @@ pub struct ServerConfig {
     /// Connections open at once (`max_connections`, at least 1); more wait in the listen
     /// backlog. Default 1024.
     pub max_connections: u32,
+    /// Cross-origin requests from browsers (`[server.cors]`). Default `None`: the host sends
+    /// no CORS headers, so browsers only let pages of its own origin call it.
+    pub cors: Option<CorsConfig>,
 }
 
 impl ServerConfig {
@@ -96,6 +102,56 @@ impl ServerConfig {
     pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default of `max_connections`.
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+}
+
+/// `[server.cors]`: which other origins' pages may call the host from a browser.
+///
+/// The host answers preflight requests (`OPTIONS` with `Access-Control-Request-Method`) for
+/// its routes itself, and adds `Access-Control-Allow-Origin` to every response to an allowed
+/// origin. A request from any other origin is served as usual but gets no CORS headers, so
+/// the browser keeps its answer from the page.
+///
+/// ```toml
+/// [server.cors]
+/// origins = ["http://localhost:4200", "https://shop.example.com"]   # or "*" for any
+/// methods = ["GET", "POST", "DELETE"]
+/// headers = ["content-type", "authorization"]                      # or "*" for any
+/// max_age_secs = 600
+/// credentials = false
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsConfig {
+    /// Origins whose pages may call the host (`origins`, required): `"*"` for any, or a list
+    /// of `scheme://host[:port]`, lower-cased.
+    pub origins: Allowed,
+    /// Methods a preflight allows (`methods`), upper-cased. Default
+    /// [`CorsConfig::DEFAULT_METHODS`].
+    pub methods: Vec<String>,
+    /// Request headers a preflight allows (`headers`), lower-cased: `"*"` allows whatever the
+    /// preflight asks for. Default any.
+    pub headers: Allowed,
+    /// How long a browser may cache a preflight's answer (`max_age_secs`), at most a day.
+    /// Default `None`: not sent, browsers then cache it for a few seconds.
+    pub max_age: Option<Duration>,
+    /// Whether pages may send cookies and read answers to such requests (`credentials`).
+    /// Needs a list of origins. Default `false`.
+    pub credentials: bool,
+}
+
+impl CorsConfig {
+    /// Default of `methods`.
+    pub const DEFAULT_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"];
+    /// Largest `max_age_secs`; browsers cap it at this or less.
+    pub const MAX_AGE_LIMIT: Duration = Duration::from_secs(86_400);
+}
+
+/// Either anything, or only the listed values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowed {
+    /// `"*"`
+    Any,
+    /// The listed values.
+    Only(Vec<String>),
 }
 
 /// `[bus]`: where topics live. Without a `[bus]` table, or with `kind = "embedded"`, the

@@ -59,6 +59,25 @@ pub(crate) struct RawServer {
     pub(crate) header_timeout_ms: Option<Spanned<u64>>,
     pub(crate) body_timeout_ms: Option<Spanned<u64>>,
     pub(crate) max_connections: Option<Spanned<u32>>,
+    pub(crate) cors: Option<RawCors>,
+}
+
+/// `[server.cors]`; checked in `cors`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCors {
+    pub(crate) origins: Spanned<AnyOrList>,
+    pub(crate) methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) headers: Option<Spanned<AnyOrList>>,
+    pub(crate) max_age_secs: Option<Spanned<u64>>,
+    pub(crate) credentials: Option<bool>,
+}
+
+/// A value that is either one string (such as `"*"`) or a list of strings.
+#[derive(Debug)]
+pub(crate) enum AnyOrList {
+    One(String),
+    List(Vec<Spanned<String>>),
 }
 
 /// `[bus]`; which keys are allowed depends on `kind`, so that is checked in `validate`.
@@ -351,6 +370,34 @@ impl<'de> Deserialize<'de> for Scalar {
         }
 
         deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for AnyOrList {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AnyOrListVisitor;
+
+        impl<'de> Visitor<'de> for AnyOrListVisitor {
+            type Value = AnyOrList;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"*\" or an array of strings")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AnyOrList, E> {
+                Ok(AnyOrList::One(v.to_owned()))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<AnyOrList, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(AnyOrList::List(items))
+            }
+        }
+
+        deserializer.deserialize_any(AnyOrListVisitor)
     }
 }
 

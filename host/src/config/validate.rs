@@ -113,6 +113,10 @@ fn server(raw: &RawServer, src: &Source, dir: &Path) -> Result<ServerConfig, Con
             .map_or(ServerConfig::DEFAULT_BODY_TIMEOUT, Duration::from_millis),
         max_connections: at_least(src, "server.max_connections", &raw.max_connections, 1)?
             .unwrap_or(ServerConfig::DEFAULT_MAX_CONNECTIONS),
+        cors: match &raw.cors {
+            Some(cors) => Some(super::cors::cors(cors, src)?),
+            None => None,
+        },
     })
 }
 

@@ -32,6 +32,15 @@ impl ApiError {
     pub fn not_found(path: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, format!("no route for {path}"))
     }
+
+    /// 405 for a path whose routes take only the methods `allow`.
+    pub fn method_not_allowed(path: &str, allow: Vec<String>) -> Self {
+        let message = format!("{path} allows {}", allow.join(", "));
+        ApiError {
+            allow,
+            ..Self::new(StatusCode::METHOD_NOT_ALLOWED, message)
+        }
+    }
 }
 
 impl IntoResponse for ApiError {

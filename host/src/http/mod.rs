@@ -1,6 +1,7 @@
 //! The HTTP front: configured routes dispatched to plugins, an optional static folder,
-//! `/healthz`, and JSON errors for everything else.
+//! `/healthz`, CORS when configured, and JSON errors for everything else.
 
+mod cors;
 mod error;
 mod routes;
 mod server;
@@ -34,6 +35,7 @@ pub struct HttpState {
     body_limit: usize,
     body_timeout: std::time::Duration,
     static_dir: Option<PathBuf>,
+    cors: Option<cors::Policy>,
 }
 
 impl HttpState {
@@ -51,6 +53,7 @@ impl HttpState {
             body_limit,
             body_timeout,
             static_dir,
+            cors: None,
         }
     }
 
@@ -69,12 +72,20 @@ impl HttpState {
 
 /// The application router. Tests drive it with `oneshot`, without a port.
 pub fn router(state: Arc<HttpState>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The application router with the routes of `more` (e.g. the admin routes) merged in, all
+/// behind the CORS policy; request bodies must arrive within the body timeout.
+pub fn router_with(state: Arc<HttpState>, more: Router) -> Router {
     let body_timeout = state.body_timeout;
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(healthz))
         .fallback(dispatch)
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(more);
+    cors::layer(app, state)
 }
 
 /// 200 when healthy; 503 while the bus is degraded (e.g. broker unreachable) or a subscription
@@ -102,29 +113,27 @@ async fn dispatch(State(state): State<Arc<HttpState>>, request: Request) -> Resp
             Ok(response) => response,
             Err(error) => error.into_response(),
         },
-        Match::MethodNotAllowed(allow) => ApiError {
-            allow: allow.clone(),
-            ..ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{path} allows {}", allow.join(", ")),
-            )
+        // A file still answers GET and HEAD where routes take only other methods, so that
+        // e.g. `POST /` can go to a plugin while `GET /` serves the page.
+        Match::MethodNotAllowed(allow) => {
+            let error = ApiError::method_not_allowed(&path, allow);
+            serve_static(&state, request, error).await
         }
-        .into_response(),
-        Match::NotFound => serve_static(&state, request).await,
+        Match::NotFound => serve_static(&state, request, ApiError::not_found(&path)).await,
     }
 }
 
-async fn serve_static(state: &HttpState, request: Request) -> Response {
-    let path = request.uri().path().to_string();
+/// The file for a GET or HEAD request, or `otherwise`.
+async fn serve_static(state: &HttpState, request: Request, otherwise: ApiError) -> Response {
     let Some(dir) = &state.static_dir else {
-        return ApiError::not_found(&path).into_response();
+        return otherwise.into_response();
     };
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        return ApiError::not_found(&path).into_response();
+        return otherwise.into_response();
     }
     match ServeDir::new(dir).oneshot(request).await {
         Ok(response) if response.status() != StatusCode::NOT_FOUND => response.map(Body::new),
-        _ => ApiError::not_found(&path).into_response(),
+        _ => otherwise.into_response(),
     }
 }
 

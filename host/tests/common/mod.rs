@@ -45,11 +45,11 @@ pub struct TestHost {
 impl TestHost {
     /// Starts a host from `toml`. `[server]`, `[state]` and `[runtime] plugins_dir` are added.
     pub async fn start(toml: &str) -> TestHost {
-        let dir = tempfile::tempdir().unwrap();
-        Self::start_in(dir, toml).await
+        Self::start_with(toml, "", "").await
     }
 
-    /// Like [`TestHost::start`], with lines of keys added to `[server]` and `[runtime]`.
+    /// Like [`TestHost::start`], with lines added to `[server]` (keys, then sub-tables such
+    /// as `[server.cors]`) and to `[runtime]`.
     pub async fn start_with(toml: &str, server: &str, runtime: &str) -> TestHost {
         let dir = tempfile::tempdir().unwrap();
         let config = test_config_with(dir.path(), server, runtime, toml);
@@ -131,6 +131,23 @@ pub fn test_config_with(dir: &Path, server: &str, runtime: &str, toml: &str) -> 
     let file = dir.join("eventhost.toml");
     std::fs::write(&file, full).unwrap();
     Config::load(&file).unwrap_or_else(|e| panic!("test config is invalid: {e}"))
+}
+
+/// `static_dir = "<the coolstore's web page>"`, for [`test_config_with`].
+pub fn coolstore_static_dir() -> String {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/coolstore/web");
+    format!("static_dir = {:?}\n", web.display().to_string())
+}
+
+/// The topics, plugins, subscriptions and routes of an example config such as
+/// `examples/coolstore/eventhost.toml`, without the tables a test sets itself (`[server]`,
+/// `[state]`, `[runtime]`).
+pub fn shop_wiring(text: &str) -> toml::Table {
+    let mut table: toml::Table = text.parse().expect("the example config is TOML");
+    for managed in ["server", "state", "runtime"] {
+        table.remove(managed);
+    }
+    table
 }
 
 /// Polls `check` until it returns `Some`, failing the test after `timeout`.

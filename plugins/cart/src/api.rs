@@ -5,7 +5,7 @@
 //! later problem must be an `Err(Failure)`, which makes the host discard the staged effects: an
 //! `Ok` with an error status would commit them (e.g. empty the cart of an unpublished order).
 
-use sdk::{Failure, Host, Message, Request, Response};
+use sdk::{Failure, Host, Level, Message, Request, Response};
 use shop_data::money;
 
 use crate::order;
@@ -40,13 +40,15 @@ fn add(
     let Some(quantity) = parse_quantity(quantity) else {
         return Ok(bad_quantity(quantity));
     };
-    if shop_data::find(item_id).is_none() {
-        return Ok(Response::message(
-            400,
-            &format!("product {item_id} not found"),
-        ));
-    }
     let mut lines = load(host, cart_id)?;
+    if shop_data::find(item_id).is_none() {
+        // The workshop's cart answers an unknown product with the cart as it is.
+        host.log(
+            Level::Warn,
+            &format!("cart {cart_id} unchanged: product {item_id} not found"),
+        );
+        return Ok(priced(cart_id, &lines));
+    }
     if let Err(msg) = add_line(&mut lines, item_id, quantity) {
         return Ok(Response::message(400, &msg));
     }
@@ -242,7 +244,6 @@ mod tests {
     fn rejects_bad_items_and_quantities() {
         let mut host = FakeHost::new();
         for (path, message) in [
-            ("/api/cart/c1/123/1", "product 123 not found"),
             (
                 "/api/cart/c1/329299/0",
                 "quantity must be a positive integer, not \"0\"",
@@ -268,6 +269,31 @@ mod tests {
             400
         );
         assert!(host.state.is_empty());
+    }
+
+    #[test]
+    fn unknown_products_leave_the_cart_unchanged_and_say_why() {
+        let mut host = FakeHost::new();
+        let before = call(&mut host, "POST", "/api/cart/1111/329299/1", "");
+        let res = call(&mut host, "POST", "/api/cart/1111/2222/4", "");
+        assert_eq!(res.status, 200);
+        assert_eq!(res.body_json(), before.body_json());
+        assert_eq!(
+            host.text("cart:1111").as_deref(),
+            Some(r#"[{"itemId":"329299","quantity":1}]"#)
+        );
+        assert_eq!(
+            host.logs.borrow().as_slice(),
+            [(
+                Level::Warn,
+                "cart 1111 unchanged: product 2222 not found".to_owned()
+            )]
+        );
+
+        let res = call(&mut host, "POST", "/api/cart/empty/2222/4", "");
+        assert_eq!(res.status, 200);
+        assert!(items(&res.body_json()).is_empty());
+        assert!(host.get("cart:empty").is_none(), "nothing stored");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! cart service. Routes (see [`api`]):
 //!
 //! - `GET    /api/cart/{cartId}`: the priced cart (an unknown cart is empty)
-//! - `POST   /api/cart/{cartId}/{itemId}/{quantity}`: adds items
+//! - `POST   /api/cart/{cartId}/{itemId}/{quantity}`: adds items (an unknown product leaves
+//!   the cart as it is, with a warning in the host log)
 //! - `DELETE /api/cart/{cartId}/{itemId}/{quantity}`: removes items
 //! - `POST   /api/cart/{cartId}/{tmpId}`: moves the items of cart `tmpId` into `cartId`
 //! - `POST   /api/cart/checkout/{cartId}`: publishes the order in the body to `orders`

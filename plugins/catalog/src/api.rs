@@ -26,11 +26,42 @@ impl From<&Product> for ProductJson {
     }
 }
 
+/// A stock record as the workshop's inventory service answers it.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct InventoryJson {
+    /// The record's number: the product's position in the catalog, from 1.
+    id: usize,
     item_id: &'static str,
+    location: &'static str,
     quantity: u32,
+    /// A map of the location.
+    link: String,
+}
+
+impl InventoryJson {
+    fn of(index: usize, p: &Product) -> Self {
+        Self {
+            id: index + 1,
+            item_id: p.item_id,
+            location: p.location,
+            quantity: p.quantity,
+            link: format!(
+                "https://maps.google.com/?q={}",
+                p.location.replace(' ', "+")
+            ),
+        }
+    }
+}
+
+/// The stock records of the products `keep` selects, in catalog order.
+fn inventory(keep: impl Fn(&Product) -> bool) -> Vec<InventoryJson> {
+    shop_data::PRODUCTS
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| keep(p))
+        .map(|(i, p)| InventoryJson::of(i, p))
+        .collect()
 }
 
 pub fn handle(req: &Request) -> Response {
@@ -45,13 +76,9 @@ pub fn handle(req: &Request) -> Response {
             Response::json(200, &all)
         }
         [.., "product", id] => with_product(id, |p| Response::json(200, &ProductJson::from(p))),
-        [.., "inventory", id] => with_product(id, |p| {
-            let stock = InventoryJson {
-                item_id: p.item_id,
-                quantity: p.quantity,
-            };
-            Response::json(200, &stock)
-        }),
+        // Like the workshop's, one item's stock is a list: empty for an unknown item.
+        [.., "inventory", id] => Response::json(200, &inventory(|p| p.item_id == *id)),
+        [.., "inventory"] => Response::json(200, &inventory(|_| true)),
         _ => Response::message(404, &format!("no catalog route for {}", req.path)),
     }
 }
@@ -95,23 +122,50 @@ mod tests {
 
     #[test]
     fn unknown_products_are_404() {
-        for path in ["/api/product/123", "/api/inventory/123"] {
-            let res = get(path);
-            assert_eq!(res.status, 404);
-            assert_eq!(
-                res.body_json(),
-                json!({ "message": "product 123 not found", "status": 404 })
-            );
-        }
+        let res = get("/api/product/123");
+        assert_eq!(res.status, 404);
+        assert_eq!(
+            res.body_json(),
+            json!({ "message": "product 123 not found", "status": 404 })
+        );
     }
 
     #[test]
-    fn reports_inventory() {
-        let res = get("/api/inventory/165614");
+    fn reports_one_items_stock_as_a_list() {
+        let res = get("/api/inventory/444434");
+        assert_eq!(res.status, 200);
         assert_eq!(
             res.body_json(),
-            json!({ "itemId": "165614", "quantity": 87 })
+            json!([{
+                "id": 6,
+                "itemId": "444434",
+                "location": "New York",
+                "quantity": 232,
+                "link": "https://maps.google.com/?q=New+York"
+            }])
         );
+        let unknown = get("/api/inventory/123");
+        assert_eq!((unknown.status, unknown.body_json()), (200, json!([])));
+    }
+
+    #[test]
+    fn reports_all_stock_with_unique_ids() {
+        let res = get("/api/inventory");
+        assert_eq!(res.status, 200);
+        let all = res.body_json();
+        let all = all.as_array().cloned().unwrap_or_default();
+        assert_eq!(all.len(), shop_data::PRODUCTS.len());
+        for (record, product) in all.iter().zip(&shop_data::PRODUCTS) {
+            assert_eq!(record["itemId"], product.item_id);
+            assert_eq!(record["quantity"], product.quantity);
+            assert_eq!(
+                get(&format!("/api/inventory/{}", product.item_id)).body_json(),
+                json!([record])
+            );
+        }
+        let ids: std::collections::BTreeSet<u64> =
+            all.iter().filter_map(|r| r["id"].as_u64()).collect();
+        assert_eq!(ids.len(), all.len(), "ids are unique: {all:?}");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! - `GET /api/products`: every product, `[{itemId, name, desc, price, quantity}]`
 //! - `GET /api/product/{itemId}`: one product, or 404
-//! - `GET /api/inventory/{itemId}`: `{itemId, quantity}`, or 404
+//! - `GET /api/inventory`: the stock of every product, `[{id, itemId, location, quantity, link}]`
+//! - `GET /api/inventory/{itemId}`: that product's stock records, a list as above (empty for
+//!   an unknown product), as the workshop's inventory service answers
 
 mod api;
 

@@ -45,37 +45,66 @@ fn on_payment(host: &mut impl Host, payment: PaymentUpdate) -> Result<(), Failur
     }
 }
 
-/// `GET /api/orders` and `GET /api/orders/{orderId}`.
-pub fn on_request(host: &impl Host, req: &Request) -> Result<Response, Failure> {
-    if req.method != "GET" {
-        return Ok(Response::message(405, "only GET is supported"));
-    }
+/// The workshop's order service API:
+/// - `GET /api/orders`: every order
+/// - `POST /api/orders`: stores the order in the body (as if it came from `orders`: posting
+///   it again keeps its status), answers every order
+/// - `GET /api/orders/{orderId}`: one order
+/// - `GET /api/orders/{orderId}/{status}`: sets the order's status, answers the order
+pub fn on_request(host: &mut impl Host, req: &Request) -> Result<Response, Failure> {
     let segments = req.segments();
     let after = segments
         .iter()
         .position(|s| s == "orders")
         .map(|i| &segments[i + 1..]);
-    match after {
-        Some([]) => {
-            let orders = host
-                .scan(&order_key(""))
-                .into_iter()
-                .map(|(key, value)| {
-                    serde_json::from_slice::<OrderRecord>(&value)
-                        .map_err(|e| Failure::retry(format!("corrupt state under {key:?}: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Response::json(200, &orders))
+    match (req.method.as_str(), after) {
+        ("GET", Some([])) => Ok(Response::json(200, &all_orders(host)?)),
+        ("POST", Some([])) => {
+            let order = match model::parse_posted_order(&req.body) {
+                Ok(order) => order,
+                Err(msg) => return Ok(Response::message(400, &msg)),
+            };
+            on_order(host, order)?;
+            Ok(Response::json(200, &all_orders(host)?))
         }
-        Some([id]) => Ok(match host.get_json::<OrderRecord>(&order_key(id))? {
+        ("GET", Some([id])) => Ok(match host.get_json::<OrderRecord>(&order_key(id))? {
             Some(order) => Response::json(200, &order),
-            None => Response::message(404, &format!("order {id} not found")),
+            None => not_found(id),
         }),
-        _ => Ok(Response::message(
+        ("GET", Some([id, status])) => {
+            let Some(order) = host.get_json::<OrderRecord>(&order_key(id))? else {
+                return Ok(not_found(id));
+            };
+            let order = OrderRecord {
+                status: status.clone(),
+                ..order
+            };
+            host.set_json(&order_key(id), &order)?;
+            Ok(Response::json(200, &order))
+        }
+        (method, Some(_)) => Ok(Response::message(
+            405,
+            &format!("{method} is not supported on {}", req.path),
+        )),
+        (_, None) => Ok(Response::message(
             404,
             &format!("no order route for {}", req.path),
         )),
     }
+}
+
+fn all_orders(host: &impl Host) -> Result<Vec<OrderRecord>, Failure> {
+    host.scan(&order_key(""))
+        .into_iter()
+        .map(|(key, value)| {
+            serde_json::from_slice::<OrderRecord>(&value)
+                .map_err(|e| Failure::retry(format!("corrupt state under {key:?}: {e}")))
+        })
+        .collect()
+}
+
+fn not_found(order_id: &str) -> Response {
+    Response::message(404, &format!("order {order_id} not found"))
 }
 
 #[cfg(test)]
@@ -108,7 +137,7 @@ mod tests {
         json!({ "orderId": "o-1", "paymentId": "123", "remarks": "", "status": status }).to_string()
     }
 
-    fn status(host: &FakeHost, id: &str) -> Value {
+    fn status(host: &mut FakeHost, id: &str) -> Value {
         let res = on_request(host, &Request::new("GET", &format!("/api/orders/{id}")));
         res.map(|r| r.body_json()["status"].clone())
             .unwrap_or_default()
@@ -118,16 +147,16 @@ mod tests {
     fn order_then_payment() {
         let mut host = FakeHost::new();
         assert_eq!(deliver(&mut host, "orders", ORDER), Ok(()));
-        assert_eq!(status(&host, "o-1"), "PROCESSING");
+        assert_eq!(status(&mut host, "o-1"), "PROCESSING");
         assert_eq!(
             deliver(&mut host, "payments", &payment("COMPLETED")),
             Ok(())
         );
-        assert_eq!(status(&host, "o-1"), "COMPLETED");
+        assert_eq!(status(&mut host, "o-1"), "COMPLETED");
         // Redelivery of either changes nothing.
         deliver(&mut host, "orders", ORDER).ok();
         deliver(&mut host, "payments", &payment("COMPLETED")).ok();
-        assert_eq!(status(&host, "o-1"), "COMPLETED");
+        assert_eq!(status(&mut host, "o-1"), "COMPLETED");
         assert_eq!(host.state.len(), 1);
     }
 
@@ -136,11 +165,11 @@ mod tests {
         let mut host = FakeHost::new();
         deliver(&mut host, "payments", &payment("FAILED")).ok();
         assert!(host.get("payment:o-1").is_some());
-        let res = on_request(&host, &Request::new("GET", "/api/orders/o-1"));
+        let res = on_request(&mut host, &Request::new("GET", "/api/orders/o-1"));
         assert_eq!(res.map(|r| r.status), Ok(404));
 
         deliver(&mut host, "orders", ORDER).ok();
-        assert_eq!(status(&host, "o-1"), "FAILED");
+        assert_eq!(status(&mut host, "o-1"), "FAILED");
         assert!(
             host.get("payment:o-1").is_none(),
             "the parked payment is used up"
@@ -152,7 +181,7 @@ mod tests {
         let mut host = FakeHost::new().with_config("orders_topic", "shop.orders");
         deliver(&mut host, "shop.orders", ORDER).ok();
         deliver(&mut host, "shop.orders", &ORDER.replace("o-1", "o-2")).ok();
-        let res = on_request(&host, &Request::new("GET", "/api/orders"));
+        let res = on_request(&mut host, &Request::new("GET", "/api/orders"));
         let list = res.map(|r| r.body_json()).unwrap_or_default();
         assert_eq!(list.as_array().map(Vec::len), Some(2));
         assert_eq!(
@@ -183,16 +212,88 @@ mod tests {
         assert!(host.state.is_empty());
     }
 
+    fn call(host: &mut FakeHost, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let res = on_request(host, &Request::new(method, path).with_body(body))
+            .unwrap_or_else(|f| panic!("{method} {path} failed: {f:?}"));
+        (res.status, res.body_json())
+    }
+
     #[test]
-    fn only_serves_gets() {
-        let host = FakeHost::new();
-        assert_eq!(
-            on_request(&host, &Request::new("POST", "/api/orders")).map(|r| r.status),
-            Ok(405)
+    fn posted_orders_are_stored_once_and_answered_with_the_list() {
+        let mut host = FakeHost::new();
+        let (code, list) = call(&mut host, "POST", "/api/orders", ORDER);
+        assert_eq!(code, 200, "{list}");
+        assert_eq!(list.as_array().map(Vec::len), Some(1));
+        assert_eq!(list[0]["orderId"], "o-1");
+        assert_eq!(list[0]["status"], "PROCESSING");
+        assert_eq!(list[0]["ccNumber"], "************6678");
+
+        // Posted again, or after its payment: still one order, and the status stays.
+        deliver(&mut host, "payments", &payment("COMPLETED")).ok();
+        let (code, list) = call(&mut host, "POST", "/api/orders", ORDER);
+        assert_eq!(code, 200);
+        assert_eq!(list.as_array().map(Vec::len), Some(1));
+        assert_eq!(list[0]["status"], "COMPLETED");
+
+        let (code, list) = call(
+            &mut host,
+            "POST",
+            "/api/orders",
+            &ORDER.replace("o-1", "o-2"),
         );
+        assert_eq!(code, 200);
+        assert_eq!(list.as_array().map(Vec::len), Some(2));
+        assert!(host.sent.is_empty(), "storing an order publishes nothing");
+    }
+
+    #[test]
+    fn posted_orders_may_decide_the_status_of_a_new_order() {
+        let mut host = FakeHost::new();
+        let posted = json!({ "orderId": "o-3", "name": "Ada", "status": "FAILED" }).to_string();
+        call(&mut host, "POST", "/api/orders", &posted);
+        assert_eq!(status(&mut host, "o-3"), "FAILED");
+    }
+
+    #[test]
+    fn bad_posted_orders_are_400_and_store_nothing() {
+        let mut host = FakeHost::new();
+        for body in ["{oops", "[]", r#"{"name":"Ada"}"#] {
+            let (code, error) = call(&mut host, "POST", "/api/orders", body);
+            assert_eq!(code, 400, "{body}: {error}");
+            assert_eq!(error["status"], 400);
+        }
+        assert!(host.state.is_empty());
+    }
+
+    #[test]
+    fn the_status_route_changes_the_order() {
+        let mut host = FakeHost::new();
+        deliver(&mut host, "orders", ORDER).ok();
+        let (code, order) = call(&mut host, "GET", "/api/orders/o-1/COMPLETED", "");
+        assert_eq!(code, 200, "{order}");
+        assert_eq!(order["status"], "COMPLETED");
+        assert_eq!(order["orderId"], "o-1");
+        assert_eq!(status(&mut host, "o-1"), "COMPLETED");
+        // Asked twice, the same.
+        let (_, again) = call(&mut host, "GET", "/api/orders/o-1/COMPLETED", "");
+        assert_eq!(again, order);
+
+        let (code, error) = call(&mut host, "GET", "/api/orders/nope/COMPLETED", "");
         assert_eq!(
-            on_request(&host, &Request::new("GET", "/api/other")).map(|r| r.status),
-            Ok(404)
+            (code, error),
+            (
+                404,
+                json!({ "message": "order nope not found", "status": 404 })
+            )
         );
+        assert_eq!(host.state.len(), 1, "an unknown order is not created");
+    }
+
+    #[test]
+    fn other_methods_and_paths_are_refused() {
+        let mut host = FakeHost::new();
+        assert_eq!(call(&mut host, "DELETE", "/api/orders", "").0, 405);
+        assert_eq!(call(&mut host, "POST", "/api/orders/o-1", "").0, 405);
+        assert_eq!(call(&mut host, "GET", "/api/other", "").0, 404);
     }
 }

@@ -1,6 +1,7 @@
 //! Order plugin (world `plugin`): records every order from topic `orders` with status
-//! `PROCESSING`, sets `COMPLETED` or `FAILED` from topic `payments`, and serves
-//! `GET /api/orders` and `GET /api/orders/{orderId}`.
+//! `PROCESSING`, sets `COMPLETED` or `FAILED` from topic `payments`, and serves the workshop's
+//! order API: `GET /api/orders`, `POST /api/orders`, `GET /api/orders/{orderId}` and
+//! `GET /api/orders/{orderId}/{status}` (see [`handler::on_request`]).
 //!
 //! State: `order:<orderId>` holds the order; `payment:<orderId>` holds a payment that arrived
 //! before its order. Config: `orders_topic` (default `orders`), `payments_topic` (default
@@ -34,7 +35,7 @@ impl message_handler::Guest for Order {
 
 impl http_handler::Guest for Order {
     fn handle(request: HttpRequest) -> Result<HttpResponse, Failure> {
-        handler::on_request(&bindings::Wasm, &request.into())
+        handler::on_request(&mut bindings::Wasm, &request.into())
             .map(Into::into)
             .map_err(Into::into)
     }

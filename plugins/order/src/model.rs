@@ -29,21 +29,44 @@ pub struct PaymentUpdate {
     pub status: String,
 }
 
-/// Reads an order event. Only `orderId` is required; other missing fields stay empty.
+/// Reads an order event, the checkout form's shape (card details under `creditCard`). Only
+/// `orderId` is required; other missing fields stay empty. A new order is `PROCESSING`.
 pub fn parse_order(bytes: &[u8]) -> Result<OrderRecord, String> {
-    let order = parse_object(bytes, "order")?;
+    order_from(&parse_object(bytes, "order")?)
+}
+
+/// Reads an order posted to the order service: the checkout form's shape or the workshop's
+/// `Order` (`ccNumber`, `ccExp`, `status`). A status given in the body is the new order's.
+pub fn parse_posted_order(bytes: &[u8]) -> Result<OrderRecord, String> {
+    let value = parse_object(bytes, "order")?;
+    let mut order = order_from(&value)?;
+    if let Some(status) = value.get("status").and_then(Value::as_str)
+        && !status.trim().is_empty()
+    {
+        order.status = status.to_owned();
+    }
+    Ok(order)
+}
+
+fn order_from(order: &Value) -> Result<OrderRecord, String> {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
     let card = order.get("creditCard");
     let total = match order.get("total") {
         Some(Value::Number(n)) => n.as_f64().and_then(money::from_number).map(money::to_text),
         other => Some(text(other)),
     };
+    let card_field = |in_card: &str, flat: &str| {
+        text(
+            card.and_then(|c| c.get(in_card))
+                .or_else(|| order.get(flat)),
+        )
+    };
     Ok(OrderRecord {
-        order_id: order_id(&order, "order")?,
+        order_id: order_id(order, "order")?,
         name: text(order.get("name")),
         total: total.unwrap_or_default(),
-        cc_number: mask_card(&text(card.and_then(|c| c.get("number")))),
-        cc_exp: text(card.and_then(|c| c.get("expiration"))),
+        cc_number: mask_card(&card_field("number", "ccNumber")),
+        cc_exp: card_field("expiration", "ccExp"),
         billing_address: text(order.get("billingAddress")),
         status: PROCESSING.to_owned(),
     })
@@ -181,6 +204,32 @@ mod tests {
         );
         assert!(parse_order(b"[]").is_err());
         assert!(parse_order(b"\xff").is_err_and(|e| e.starts_with("order is not JSON")));
+    }
+
+    #[test]
+    fn posted_orders_may_be_the_workshops_order_shape() {
+        let posted = json!({
+            "orderId": "o-9", "name": "Ada", "total": "5.00", "ccNumber": "4123987754646678",
+            "ccExp": "04/29", "billingAddress": "1 Loop St", "status": "COMPLETED"
+        });
+        assert_eq!(
+            parse_posted_order(posted.to_string().as_bytes()),
+            Ok(OrderRecord {
+                order_id: "o-9".into(),
+                name: "Ada".into(),
+                total: "5.00".into(),
+                cc_number: "************6678".into(),
+                cc_exp: "04/29".into(),
+                billing_address: "1 Loop St".into(),
+                status: "COMPLETED".into(),
+            })
+        );
+        let checkout_form = order_json().to_string();
+        assert_eq!(
+            parse_posted_order(checkout_form.as_bytes()),
+            Ok(record(PROCESSING))
+        );
+        assert!(parse_posted_order(br#"{"name":"Ada"}"#).is_err());
     }
 
     #[test]

@@ -13,7 +13,8 @@ pub fn on_order(host: &mut impl Host, order: &[u8]) -> Result<(), Failure> {
     pay(host, order).map(drop)
 }
 
-/// `POST /api/payment`: the same as a message, answered with the result.
+/// A `POST` to any of the plugin's routes (e.g. `/api/payment`, or `/` as the lab calls the
+/// payment service): the same as a message, answered with the result.
 pub fn on_request(host: &mut impl Host, req: &Request) -> Result<Response, Failure> {
     if req.method != "POST" {
         return Ok(Response::message(405, "POST an order to pay for it"));

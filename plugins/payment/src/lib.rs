@@ -1,5 +1,6 @@
 //! Payment plugin (world `plugin`): consumes orders (topic `orders`) and answers
-//! `POST /api/payment` with an order as the body. Each order gives exactly one result on topic
+//! an order `POST`ed as the body to any of its routes (the coolstore binds `/api/payment` and
+//! `/`, the lab's address of the payment service). Each order gives exactly one result on topic
 //! `payments`, keyed by order id: `{orderId, paymentId, remarks, status, rules}`.
 //!
 //! Config: `processing_delay_ms` (default 0), `max_total` (caps the order total, e.g.

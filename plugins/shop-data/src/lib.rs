@@ -17,6 +17,8 @@ pub struct Product {
     pub price: i64,
     /// Units in stock.
     pub quantity: u32,
+    /// The store that holds the stock.
+    pub location: &'static str,
 }
 
 const fn product(
@@ -24,7 +26,7 @@ const fn product(
     name: &'static str,
     desc: &'static str,
     price: i64,
-    quantity: u32,
+    (quantity, location): (u32, &'static str),
 ) -> Product {
     Product {
         item_id,
@@ -32,20 +34,21 @@ const fn product(
         desc,
         price,
         quantity,
+        location,
     }
 }
 
 /// Every product, in catalog order.
 #[rustfmt::skip]
 pub const PRODUCTS: [Product; 8] = [
-    product("329299", "Quarkus T-shirt", "Unisex crew-neck tee in combed cotton with the Quarkus logo.", 10_00, 35),
-    product("329199", "Pronounced Kubernetes", "Sticker pack settling how to say Kubernetes, once and for all.", 9_00, 98),
-    product("165613", "Knit socks", "Warm knit socks with a subtle logo pattern.", 4_15, 45),
-    product("165614", "Quarkus H2Go water bottle", "Leak-proof 650 ml bottle that keeps drinks cold for hours.", 14_45, 87),
-    product("165954", "Patagonia Refugio pack 28L", "Everyday 28-litre backpack with a padded laptop sleeve.", 6_00, 45),
-    product("444434", "Red Hat Impact T-shirt", "Soft, lightweight tee with the Red Hat Impact print.", 9_00, 232),
-    product("444435", "Quarkus twill cap", "Six-panel cotton twill cap with an embroidered logo.", 13_00, 32),
-    product("444437", "Nanobloc Universal Webcam Cover", "Slim sliding cover that fits laptops, tablets and phones.", 2_75, 450),
+    product("329299", "Quarkus T-shirt", "Unisex crew-neck tee in combed cotton with the Quarkus logo.", 10_00, (35, "Raleigh")),
+    product("329199", "Pronounced Kubernetes", "Sticker pack settling how to say Kubernetes, once and for all.", 9_00, (98, "Boston")),
+    product("165613", "Knit socks", "Warm knit socks with a subtle logo pattern.", 4_15, (45, "Seoul")),
+    product("165614", "Quarkus H2Go water bottle", "Leak-proof 650 ml bottle that keeps drinks cold for hours.", 14_45, (87, "Singapore")),
+    product("165954", "Patagonia Refugio pack 28L", "Everyday 28-litre backpack with a padded laptop sleeve.", 6_00, (45, "London")),
+    product("444434", "Red Hat Impact T-shirt", "Soft, lightweight tee with the Red Hat Impact print.", 9_00, (232, "New York")),
+    product("444435", "Quarkus twill cap", "Six-panel cotton twill cap with an embroidered logo.", 13_00, (32, "Paris")),
+    product("444437", "Nanobloc Universal Webcam Cover", "Slim sliding cover that fits laptops, tablets and phones.", 2_75, (450, "Tokyo")),
 ];
 
 /// The product with `item_id`, if the shop sells it.
