@@ -310,3 +310,67 @@ on_both_buses!(
     failures_end_in_the_dead_letter_topic_with_reasons_and_original_bytes,
     a_failed_input_leaves_no_state_behind
 );
+
+/// A message the broker will never accept is not an outage: the input is dead-lettered on its
+/// first attempt, with the reason, and its partition flows on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_broker_refuses_is_dead_lettered_without_retries() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let setup = Setup::kafka();
+    let bootstrap =
+        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    // The output topic takes records of at most 2000 bytes; the host's producer allows more.
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("admin client");
+    let small = NewTopic::new(&setup.output, 3, TopicReplication::Fixed(1))
+        .set("max.message.bytes", "2000");
+    let created = admin
+        .create_topics([&small], &AdminOptions::new())
+        .await
+        .expect("create topic");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    let host = TestHost::start(&setup.config()).await;
+    let (dead, _stop) = collect(&host.bus(), &setup.dead_letter, "observer");
+    let (out, _stop_out) = collect(&host.bus(), &setup.output, "observer");
+    let big = format!("record:{}", "x".repeat(5000));
+    publish(
+        &host,
+        vec![setup.message("k", big), setup.message("k", "record:small")],
+    )
+    .await;
+    let records = eventually(
+        Duration::from_secs(60),
+        "the refused input dead-lettered",
+        || async {
+            let seen = dead.lock().unwrap();
+            (!seen.is_empty()).then(|| seen.clone())
+        },
+    )
+    .await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        header(&records[0], "eventhost-dlq-kind").as_deref(),
+        Some("refused")
+    );
+    assert_eq!(
+        header(&records[0], "eventhost-dlq-attempts").as_deref(),
+        Some("1")
+    );
+    // The record behind it on the same partition is handled.
+    eventually(
+        Duration::from_secs(30),
+        "the small record forwarded",
+        || async {
+            let seen = out.lock().unwrap();
+            seen.iter().any(|r| r.value == b"small").then_some(())
+        },
+    )
+    .await;
+    // Health is fine: a refusal is not an outage.
+    assert_eq!(host.get("/healthz").await.status(), 200);
+}
