@@ -1,0 +1,254 @@
+//! The run's figures as JSON (for comparing runs) and as the Markdown table the README shows.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::measure::{Latency, Throughput};
+use crate::{Guarantee, Settings};
+
+/// Why a row of the host has no figure.
+const HOST_HAS_NO_EXACTLY_ONCE: &str = "not available: the host has no `[bus] exactly_once` yet (EVENTHOST_BENCH_HOST_EXACTLY_ONCE=1 once it has)";
+
+#[derive(Serialize)]
+pub struct Report {
+    machine: Machine,
+    settings: Settings,
+    pub throughput: Vec<ThroughputRow>,
+    pub latency: Vec<LatencyRow>,
+    pub slow: Option<SlowRun>,
+}
+
+#[derive(Serialize)]
+struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    kernel: String,
+    unix_time: u64,
+}
+
+#[derive(Serialize)]
+pub struct ThroughputRow {
+    pub guarantee: Guarantee,
+    pub partitions: i32,
+    pub native: Option<Throughput>,
+    pub eventhost: Option<Throughput>,
+    /// eventhost events/s over native events/s.
+    pub ratio: Option<f64>,
+    pub note: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+pub struct LatencyRow {
+    pub guarantee: Guarantee,
+    pub partitions: i32,
+    pub offered_per_s: f64,
+    pub native_lone: Latency,
+    pub native_loaded: Latency,
+    pub eventhost_lone: Option<Latency>,
+    pub eventhost_loaded: Option<Latency>,
+}
+
+#[derive(Serialize)]
+pub struct SlowRun {
+    pub orders: usize,
+    pub partitions: i32,
+    pub processing_delay_ms: u64,
+    pub results: usize,
+    /// From the host listening to the last result; `None` when none came.
+    pub seconds_to_last_result: Option<f64>,
+    pub timeout_s: u64,
+    pub subscription_extra: String,
+}
+
+impl ThroughputRow {
+    pub fn new(
+        guarantee: Guarantee,
+        partitions: i32,
+        native: Option<Throughput>,
+        eventhost: Option<Throughput>,
+    ) -> ThroughputRow {
+        let ratio = native
+            .as_ref()
+            .zip(eventhost.as_ref())
+            .filter(|(native, _)| native.events_per_s > 0.0)
+            .map(|(native, host)| host.events_per_s / native.events_per_s);
+        let note = eventhost.is_none().then_some(HOST_HAS_NO_EXACTLY_ONCE);
+        ThroughputRow {
+            guarantee,
+            partitions,
+            native,
+            eventhost,
+            ratio,
+            note,
+        }
+    }
+}
+
+impl LatencyRow {
+    pub fn new(
+        guarantee: Guarantee,
+        partitions: i32,
+        offered_per_s: f64,
+        (native_lone, native_loaded): (Latency, Latency),
+        eventhost: Option<(Latency, Latency)>,
+    ) -> LatencyRow {
+        let (eventhost_lone, eventhost_loaded) = eventhost.unzip();
+        LatencyRow {
+            guarantee,
+            partitions,
+            offered_per_s,
+            native_lone,
+            native_loaded,
+            eventhost_lone,
+            eventhost_loaded,
+        }
+    }
+}
+
+impl Report {
+    pub fn new(settings: &Settings) -> Report {
+        Report {
+            machine: Machine::here(),
+            settings: settings.clone(),
+            throughput: Vec::new(),
+            latency: Vec::new(),
+            slow: None,
+        }
+    }
+
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let json = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let s = &self.settings;
+        let _ = writeln!(
+            out,
+            "Kafka pipeline, payment plugin in eventhost against native Rust on rdkafka \
+             ({} orders per run or {} s after the first result; {}; {} CPUs, Linux {}):\n",
+            s.orders, s.window_s, self.machine.cpu_model, self.machine.cpus, self.machine.kernel
+        );
+        out.push_str("| guarantee | partitions | native events/s | eventhost events/s | eventhost/native |\n");
+        out.push_str("|---|---|---|---|---|\n");
+        for row in &self.throughput {
+            let (host, ratio) = match (&row.eventhost, row.ratio) {
+                (Some(host), ratio) => {
+                    (rate(host), ratio.map_or("—".into(), |r| format!("{r:.3}×")))
+                }
+                (None, _) => ("not available".into(), "—".into()),
+            };
+            let native = row.native.as_ref().map_or("—".into(), rate);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {native} | {host} | {ratio} |",
+                row.guarantee.label(),
+                row.partitions
+            );
+        }
+        if self.throughput.iter().any(|row| row.note.is_some()) {
+            let _ = writeln!(
+                out,
+                "\nexactly-once, eventhost: {HOST_HAS_NO_EXACTLY_ONCE}."
+            );
+        }
+        if !self.latency.is_empty() {
+            out.push_str("\nEnd-to-end latency (produce call → result seen by a consumer), ms: lone orders one at a time, then an open-loop load at half the native maximum:\n\n");
+            out.push_str("| guarantee | partitions | side | lone p50 | lone p99 | load/s | loaded p50 | loaded p99 | results |\n");
+            out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+            for row in &self.latency {
+                let sides = [
+                    ("native", Some(&row.native_lone), Some(&row.native_loaded)),
+                    (
+                        "eventhost",
+                        row.eventhost_lone.as_ref(),
+                        row.eventhost_loaded.as_ref(),
+                    ),
+                ];
+                for (side, lone, loaded) in sides {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {side} | {} | {} | {:.0} | {} | {} | {} |",
+                        row.guarantee.label(),
+                        row.partitions,
+                        lone.map_or("n/a".into(), |l| millis(l.p50_ms, l)),
+                        lone.map_or("n/a".into(), |l| millis(l.p99_ms, l)),
+                        row.offered_per_s,
+                        loaded.map_or("n/a".into(), |l| millis(l.p50_ms, l)),
+                        loaded.map_or("n/a".into(), |l| millis(l.p99_ms, l)),
+                        loaded.map_or("n/a".into(), |l| format!("{} of {}", l.received, l.sent)),
+                    );
+                }
+            }
+        }
+        if let Some(slow) = &self.slow {
+            let time = slow
+                .seconds_to_last_result
+                .map_or("no result".into(), |s| format!("{s:.1} s"));
+            let _ = writeln!(
+                out,
+                "\n{} orders with processing_delay_ms = {} on {} partitions{}: {} of {} results, the last after {time} (bound {} s).",
+                slow.orders,
+                slow.processing_delay_ms,
+                slow.partitions,
+                if slow.subscription_extra.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", slow.subscription_extra.trim())
+                },
+                slow.results,
+                slow.orders,
+                slow.timeout_s,
+            );
+        }
+        out
+    }
+}
+
+fn rate(run: &Throughput) -> String {
+    let partial = if run.results < run.orders {
+        format!(
+            " ({} of {} in {:.0} s)",
+            run.results, run.orders, run.seconds
+        )
+    } else {
+        String::new()
+    };
+    format!("{:.0}{partial}", run.events_per_s)
+}
+
+/// A percentile, or how long results were waited for when too few of them came.
+fn millis(value: Option<f64>, latency: &Latency) -> String {
+    value.map_or_else(
+        || format!("> {:.0} s", latency.waited_s),
+        |ms| format!("{ms:.1}"),
+    )
+}
+
+impl Machine {
+    fn here() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name"))
+            .and_then(|rest| rest.split_once(':'))
+            .map_or("unknown CPU".into(), |(_, model)| model.trim().to_string());
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            cpu_model,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map_or("unknown".into(), |text| text.trim().to_string()),
+            unix_time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
