@@ -35,7 +35,7 @@ mod native;
 mod orders;
 mod report;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -124,8 +124,10 @@ impl Settings {
             bus_options: env_text("EVENTHOST_BENCH_BUS_OPTIONS", ""),
             processing_delay_ms: 0,
         };
-        let default_output =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/pipeline.json");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap_or(Path::new("."));
+        let default_output = workspace.join("target/bench/pipeline.json");
         Ok(Settings {
             bootstrap: env_text("EVENTHOST_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
             orders: env_number("EVENTHOST_BENCH_ORDERS", 50_000)?,
@@ -248,6 +250,11 @@ impl Bench {
         let checked = measured.and_then(|m| check_sample(&watcher, &orders).map(|()| m));
         drop(watcher);
         self.broker.delete_topics(&topics);
+        if let Ok(run) = &checked {
+            let side = format!("{side:?}").to_lowercase();
+            let what = format!("{side}, {}, {partitions} partition(s)", guarantee.label());
+            eprintln!("  {what}: {:.0} events/s", run.events_per_s);
+        }
         checked
     }
 
@@ -360,20 +367,12 @@ fn throughput_row(
     let mut native: Option<Throughput> = None;
     let mut eventhost: Option<Throughput> = None;
     for _ in 0..bench.settings.rounds {
-        let run = bench.throughput(Side::Native, guarantee, partitions)?;
-        eprintln!(
-            "  native    {}, {partitions} partitions: {:.0} events/s",
-            guarantee.label(),
-            run.events_per_s
+        native = best(
+            native,
+            bench.throughput(Side::Native, guarantee, partitions)?,
         );
-        native = best(native, run);
         if host_available {
             let run = bench.throughput(Side::Eventhost, guarantee, partitions)?;
-            eprintln!(
-                "  eventhost {}, {partitions} partitions: {:.0} events/s",
-                guarantee.label(),
-                run.events_per_s
-            );
             eventhost = best(eventhost, run);
         }
     }

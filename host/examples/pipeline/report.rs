@@ -129,28 +129,33 @@ impl Report {
     }
 
     pub fn markdown(&self) -> String {
-        let mut out = String::new();
-        let s = &self.settings;
-        let _ = writeln!(
-            out,
+        let (s, machine) = (&self.settings, &self.machine);
+        let mut out = format!(
             "Kafka pipeline, payment plugin in eventhost against native Rust on rdkafka \
-             ({} orders per run or {} s after the first result; {}; {} CPUs, Linux {}):\n",
-            s.orders, s.window_s, self.machine.cpu_model, self.machine.cpus, self.machine.kernel
+             ({} orders per run, or {} s after the first result; {}, {} CPUs, Linux {}):\n\n",
+            s.orders, s.window_s, machine.cpu_model, machine.cpus, machine.kernel
         );
+        self.throughput_table(&mut out);
+        if !self.latency.is_empty() {
+            self.latency_table(&mut out);
+        }
+        if let Some(slow) = &self.slow {
+            slow.describe(&mut out);
+        }
+        out
+    }
+
+    fn throughput_table(&self, out: &mut String) {
         out.push_str("| guarantee | partitions | native events/s | eventhost events/s | eventhost/native |\n");
         out.push_str("|---|---|---|---|---|\n");
         for row in &self.throughput {
-            let (host, ratio) = match (&row.eventhost, row.ratio) {
-                (Some(host), ratio) => {
-                    (rate(host), ratio.map_or("—".into(), |r| format!("{r:.3}×")))
-                }
-                (None, _) => ("not available".into(), "—".into()),
-            };
             let native = row.native.as_ref().map_or("—".into(), rate);
+            let host = row.eventhost.as_ref().map_or("not available".into(), rate);
+            let ratio = row.ratio.map_or("—".into(), |r| format!("{r:.3}×"));
+            let guarantee = row.guarantee.label();
             let _ = writeln!(
                 out,
-                "| {} | {} | {native} | {host} | {ratio} |",
-                row.guarantee.label(),
+                "| {guarantee} | {} | {native} | {host} | {ratio} |",
                 row.partitions
             );
         }
@@ -160,56 +165,69 @@ impl Report {
                 "\nexactly-once, eventhost: {HOST_HAS_NO_EXACTLY_ONCE}."
             );
         }
-        if !self.latency.is_empty() {
-            out.push_str("\nEnd-to-end latency (produce call → result seen by a consumer), ms: lone orders one at a time, then an open-loop load at half the native maximum:\n\n");
-            out.push_str("| guarantee | partitions | side | lone p50 | lone p99 | load/s | loaded p50 | loaded p99 | results |\n");
-            out.push_str("|---|---|---|---|---|---|---|---|---|\n");
-            for row in &self.latency {
-                let sides = [
-                    ("native", Some(&row.native_lone), Some(&row.native_loaded)),
-                    (
-                        "eventhost",
-                        row.eventhost_lone.as_ref(),
-                        row.eventhost_loaded.as_ref(),
-                    ),
-                ];
-                for (side, lone, loaded) in sides {
-                    let _ = writeln!(
-                        out,
-                        "| {} | {} | {side} | {} | {} | {:.0} | {} | {} | {} |",
-                        row.guarantee.label(),
-                        row.partitions,
-                        lone.map_or("n/a".into(), |l| millis(l.p50_ms, l)),
-                        lone.map_or("n/a".into(), |l| millis(l.p99_ms, l)),
-                        row.offered_per_s,
-                        loaded.map_or("n/a".into(), |l| millis(l.p50_ms, l)),
-                        loaded.map_or("n/a".into(), |l| millis(l.p99_ms, l)),
-                        loaded.map_or("n/a".into(), |l| format!("{} of {}", l.received, l.sent)),
-                    );
-                }
+    }
+
+    fn latency_table(&self, out: &mut String) {
+        out.push_str(
+            "\nEnd-to-end latency in ms (produce call → result seen by a consumer): lone orders one \
+             at a time, then an open-loop load at half the native maximum:\n\n",
+        );
+        out.push_str("| guarantee | partitions | side | lone p50 | lone p99 | load/s | loaded p50 | loaded p99 | results in time |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        for row in &self.latency {
+            let sides = [
+                ("native", Some((&row.native_lone, &row.native_loaded))),
+                (
+                    "eventhost",
+                    row.eventhost_lone
+                        .as_ref()
+                        .zip(row.eventhost_loaded.as_ref()),
+                ),
+            ];
+            for (side, figures) in sides {
+                let cells = figures.map_or_else(
+                    || "not available | — | — | — | —".to_string(),
+                    |(lone, loaded)| {
+                        let (p50, p99) =
+                            (millis(loaded.p50_ms, loaded), millis(loaded.p99_ms, loaded));
+                        let results = format!("{} of {}", loaded.received, loaded.sent);
+                        let lone = format!(
+                            "{} | {}",
+                            millis(lone.p50_ms, lone),
+                            millis(lone.p99_ms, lone)
+                        );
+                        format!(
+                            "{lone} | {:.0} | {p50} | {p99} | {results}",
+                            row.offered_per_s
+                        )
+                    },
+                );
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {side} | {cells} |",
+                    row.guarantee.label(),
+                    row.partitions
+                );
             }
         }
-        if let Some(slow) = &self.slow {
-            let time = slow
-                .seconds_to_last_result
-                .map_or("no result".into(), |s| format!("{s:.1} s"));
-            let _ = writeln!(
-                out,
-                "\n{} orders with processing_delay_ms = {} on {} partitions{}: {} of {} results, the last after {time} (bound {} s).",
-                slow.orders,
-                slow.processing_delay_ms,
-                slow.partitions,
-                if slow.subscription_extra.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", slow.subscription_extra.trim())
-                },
-                slow.results,
-                slow.orders,
-                slow.timeout_s,
-            );
-        }
-        out
+    }
+}
+
+impl SlowRun {
+    fn describe(&self, out: &mut String) {
+        let time = self
+            .seconds_to_last_result
+            .map_or("no result".into(), |s| format!("{s:.1} s"));
+        let extra = match self.subscription_extra.trim() {
+            "" => String::new(),
+            extra => format!(" ({extra})"),
+        };
+        let _ = writeln!(
+            out,
+            "\n{} orders with processing_delay_ms = {} on {} partitions{extra}: {} results, the \
+             last {time} after the host listened (bound {} s).",
+            self.orders, self.processing_delay_ms, self.partitions, self.results, self.timeout_s,
+        );
     }
 }
 
