@@ -1,7 +1,7 @@
 //! The benchmark's own clients of the broker: fresh topics, the order producer, and the watcher
 //! that sees results as any consumer of the results topic would.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -123,8 +123,14 @@ impl OrderProducer {
             .map_err(|(e, _)| anyhow::anyhow!("cannot produce order {id}: {e}"))
     }
 
-    /// Produces `orders` and waits until the broker has them all.
-    pub fn produce_all(&self, topic: &str, orders: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+    /// Produces `orders` and waits until the broker has them all; returns how many went to
+    /// each partition (the key's hash decides).
+    pub fn produce_all(
+        &self,
+        topic: &str,
+        orders: &[(String, Vec<u8>)],
+    ) -> anyhow::Result<BTreeMap<i32, usize>> {
+        let mut per_partition = BTreeMap::new();
         // Below librdkafka's default queue of 100,000 messages.
         for chunk in orders.chunks(50_000) {
             let deliveries = chunk
@@ -132,12 +138,13 @@ impl OrderProducer {
                 .map(|(id, order)| self.send(topic, id, order))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             for delivery in block_on(futures::future::join_all(deliveries)) {
-                if let Err((e, _)) = delivery? {
-                    bail!("an order was not delivered: {e}");
+                match delivery? {
+                    Ok(delivery) => *per_partition.entry(delivery.partition).or_default() += 1,
+                    Err((e, _)) => bail!("an order was not delivered: {e}"),
                 }
             }
         }
-        Ok(())
+        Ok(per_partition)
     }
 }
 

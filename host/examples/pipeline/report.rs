@@ -26,6 +26,8 @@ struct Machine {
     cpus: usize,
     cpu_model: String,
     kernel: String,
+    /// `/proc/loadavg` when the run started: other work on the machine skews the figures.
+    load_average: String,
     unix_time: u64,
 }
 
@@ -56,6 +58,7 @@ pub struct SlowRun {
     pub orders: usize,
     pub partitions: i32,
     pub processing_delay_ms: u64,
+    pub orders_per_partition: Vec<usize>,
     pub results: usize,
     /// From the host listening to the last result; `None` when none came.
     pub seconds_to_last_result: Option<f64>,
@@ -132,10 +135,19 @@ impl Report {
         let (s, machine) = (&self.settings, &self.machine);
         let mut out = format!(
             "Kafka pipeline, payment plugin in eventhost against native Rust on rdkafka \
-             ({} orders per run, or {} s after the first result; {}, {} CPUs, Linux {}):\n\n",
-            s.orders, s.window_s, machine.cpu_model, machine.cpus, machine.kernel
+             ({} orders per run, or {} s after the first result; best of {} runs per side; {}, \
+             {} CPUs, Linux {}, load average at start {}):\n\n",
+            s.orders,
+            s.window_s,
+            s.rounds,
+            machine.cpu_model,
+            machine.cpus,
+            machine.kernel,
+            machine.load_average
         );
-        self.throughput_table(&mut out);
+        if !self.throughput.is_empty() {
+            self.throughput_table(&mut out);
+        }
         if !self.latency.is_empty() {
             self.latency_table(&mut out);
         }
@@ -224,9 +236,14 @@ impl SlowRun {
         };
         let _ = writeln!(
             out,
-            "\n{} orders with processing_delay_ms = {} on {} partitions{extra}: {} results, the \
-             last {time} after the host listened (bound {} s).",
-            self.orders, self.processing_delay_ms, self.partitions, self.results, self.timeout_s,
+            "\n{} orders with processing_delay_ms = {} on {} partitions{extra} ({:?} per \
+             partition): {} results, the last {time} after the host listened (bound {} s).",
+            self.orders,
+            self.processing_delay_ms,
+            self.partitions,
+            self.orders_per_partition,
+            self.results,
+            self.timeout_s,
         );
     }
 }
@@ -264,6 +281,15 @@ impl Machine {
             cpu_model,
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map_or("unknown".into(), |text| text.trim().to_string()),
+            load_average: std::fs::read_to_string("/proc/loadavg").map_or(
+                "unknown".into(),
+                |text| {
+                    text.split_whitespace()
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                },
+            ),
             unix_time: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
