@@ -6,8 +6,9 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::Serialize;
 
+use crate::Guarantee;
 use crate::measure::{Latency, Throughput};
-use crate::{Guarantee, Settings};
+use crate::settings::Settings;
 
 /// Why a row of the host has no figure.
 const HOST_HAS_NO_EXACTLY_ONCE: &str = "not available: the host has no `[bus] exactly_once` yet (EVENTHOST_BENCH_HOST_EXACTLY_ONCE=1 once it has)";
