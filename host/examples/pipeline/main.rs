@@ -15,7 +15,8 @@
 //!    latency runs from its produce call to its result being seen by a consumer.
 //!
 //! Results: a Markdown table on stdout and `target/bench/pipeline.json`. Settings (env):
-//! - `EVENTHOST_BENCH_ORDERS` (50000): orders per throughput run;
+//! - `EVENTHOST_BENCH_ORDERS` (100000): orders per throughput run (a native run then lasts
+//!   about 1.5 s);
 //!   `EVENTHOST_BENCH_WINDOW_S` (10): a throughput run stops this long after its first result;
 //! - `EVENTHOST_BENCH_PARTITIONS` (1,3,6), `EVENTHOST_BENCH_LATENCY_PARTITIONS` (3);
 //! - `EVENTHOST_BENCH_LOAD_S` (3) of open-loop load, then up to `EVENTHOST_BENCH_DRAIN_S` (10);

@@ -44,7 +44,7 @@ impl Settings {
         let default_output = workspace.join("target/bench/pipeline.json");
         Ok(Settings {
             bootstrap: env_text("EVENTHOST_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-            orders: env_number("EVENTHOST_BENCH_ORDERS", 50_000)?,
+            orders: env_number("EVENTHOST_BENCH_ORDERS", 100_000)?,
             window_s: env_number("EVENTHOST_BENCH_WINDOW_S", 10)?,
             partitions: env_list("EVENTHOST_BENCH_PARTITIONS", "1,3,6")?,
             latency_partitions: env_list("EVENTHOST_BENCH_LATENCY_PARTITIONS", "3")?,
