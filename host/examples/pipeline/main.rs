@@ -2,7 +2,7 @@
 //! same work in plain Rust on rdkafka (`native.rs`), on the same broker, in the same run.
 //!
 //! Run with: `make bench` (starts the broker, builds the plugins and the release host), or with
-//! a broker on 127.0.0.1:9092 and the plugins built:
+//! a broker on 127.0.0.1:9092 and the plugins built (`make plugins`):
 //! `cargo build --release --bin eventhost --example pipeline && target/release/examples/pipeline`.
 //!
 //! For each partition count and guarantee, on fresh topics, native first, then eventhost:
@@ -20,8 +20,8 @@
 //!   `EVENTHOST_BENCH_WINDOW_S` (10): a throughput run stops this long after its first result;
 //! - `EVENTHOST_BENCH_PARTITIONS` (1,3,6), `EVENTHOST_BENCH_LATENCY_PARTITIONS` (3);
 //! - `EVENTHOST_BENCH_LOAD_S` (3) of open-loop load, then up to `EVENTHOST_BENCH_DRAIN_S` (10);
-//! - `EVENTHOST_BENCH_ROUNDS` (2): throughput runs per side, alternating, best one kept (the
-//!   machine is shared and noisy: a native run lasts about a second);
+//! - `EVENTHOST_BENCH_ROUNDS` (2): throughput runs per side, alternating, best one kept (a
+//!   shared machine is noisy, and the short native runs feel it most);
 //! - `EVENTHOST_BENCH_SUB_EXTRA`, `EVENTHOST_BENCH_BUS_OPTIONS`: TOML lines added to the host's
 //!   `[[subscription]]` and `[bus.options]` (e.g. `concurrency = 64`, `"linger.ms" = 0`);
 //! - `EVENTHOST_BENCH_HOST_EXACTLY_ONCE=1`: the host has `[bus] exactly_once`; run its rows
