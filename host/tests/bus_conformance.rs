@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::eventually;
 use eventhost::bus::{
-    Bus, EmbeddedBus, Handled, KafkaBus, KafkaSettings, Limit, Record, Retention, TopicSpec,
+    Bus, EmbeddedBus, Handled, KafkaBus, KafkaSettings, Limit, Record, RecordHandler, Retention,
+    TopicSpec,
 };
 use eventhost::runtime::OutMessage;
 use futures::FutureExt;
@@ -56,7 +57,7 @@ fn recorder(
         .subscribe(
             topic,
             group,
-            Arc::new(move |r| {
+            RecordHandler::sequential(move |r| {
                 sink.lock().unwrap().push(r);
                 async { Handled::Commit }.boxed()
             }),
@@ -147,7 +148,7 @@ async fn resumes_from_the_committed_offset(bus: Arc<dyn Bus>) {
         .subscribe(
             &topic,
             "g-resume",
-            Arc::new(move |r| {
+            RecordHandler::sequential(move |r| {
                 let (sink, stopper) = (sink.clone(), stopper.clone());
                 async move {
                     if r.value == b"6" {
@@ -233,7 +234,7 @@ async fn partitions_run_in_parallel(bus: Arc<dyn Bus>) {
         .subscribe(
             &topic,
             group,
-            Arc::new(move |r| {
+            RecordHandler::sequential(move |r| {
                 let (gate, sink) = (gate.clone(), sink.clone());
                 async move {
                     if r.value == b"slow" {

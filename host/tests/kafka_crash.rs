@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use eventhost::bus::{Bus, Handled, KafkaBus, KafkaSettings, Record, TopicSpec};
+use eventhost::bus::{Bus, Handled, KafkaBus, KafkaSettings, Record, RecordHandler, TopicSpec};
 use eventhost::runtime::OutMessage;
 use eventhost::state::{EmbeddedStore, StateStore};
 use futures::FutureExt;
@@ -477,7 +477,7 @@ impl TopicReader {
             .subscribe(
                 topic,
                 &unique("reader"),
-                Arc::new(move |record: Record| {
+                RecordHandler::sequential(move |record: Record| {
                     let value = String::from_utf8_lossy(&record.value).into_owned();
                     sink.lock()
                         .unwrap()

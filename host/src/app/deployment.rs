@@ -320,5 +320,7 @@ pub fn subscription_runtime(sub: &SubscriptionConfig) -> SubscriptionRuntime {
         attempts: sub.retry.attempts,
         backoff: sub.retry.backoff,
         max_backoff: sub.retry.max_backoff,
+        concurrency: sub.concurrency,
+        max_pending: sub.max_pending,
     }
 }

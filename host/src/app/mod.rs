@@ -20,7 +20,7 @@ use crate::config::{BusConfig, Config, PluginConfig};
 use crate::dispatch::Dispatcher;
 use crate::http::{HttpState, RouteTable, ServerLimits};
 use crate::runtime::{LoadedPlugin, PluginInfo, Registry, Runtime, RuntimeSettings};
-use crate::state::{EmbeddedStore, StateStore};
+use crate::state::{EmbeddedStore, PendingStore, StateStore};
 
 /// Environment variable with the admin token, used when the config sets none.
 pub const ADMIN_TOKEN_ENV: &str = "EVENTHOST_ADMIN_TOKEN";
@@ -62,9 +62,11 @@ impl Host {
                 options: kafka.options.clone(),
             })?),
         };
+        // Inputs read through the pending writes of inputs still committing.
+        let pending = PendingStore::new(store);
         let runtime = Arc::new(Runtime::new(
             runtime_settings(&config, bus.max_message_bytes()),
-            store.clone(),
+            pending.clone(),
         )?);
         let registry = Arc::new(Registry::new());
         for plugin in load_plugins(&runtime, &config).await? {
@@ -73,7 +75,7 @@ impl Host {
         let dispatcher = Arc::new(Dispatcher::new(
             runtime.clone(),
             registry,
-            store,
+            pending,
             bus,
             config.runtime.max_concurrency as usize,
         ));

@@ -3,11 +3,12 @@
 //! Guarantee: at-least-once. The producer is idempotent with `acks=all`, and a publish
 //! resolves only when the broker acknowledged every message. Consumers run with
 //! `enable.auto.offset.store=false`: an offset is stored (and later committed) only after the
-//! handler finished the record, i.e. after its messages were acknowledged and its state
-//! written. A crash re-delivers at most the records handled since the last commit.
+//! handler finished the record and every record before it, i.e. after their messages were
+//! acknowledged and their state written. A crash re-delivers at most the records handled
+//! since the last commit.
 //!
-//! Each partition has its own queue and task, so partitions run in parallel and one slow
-//! partition never blocks another. Stored offsets are committed when partitions are revoked
+//! Each partition has its own queue and pipeline task, so partitions run in parallel and one
+//! slow partition never blocks another. Stored offsets are committed when partitions are revoked
 //! and at shutdown; offsets of partitions this consumer no longer owns are never stored.
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    stream_consumer::StreamPartitionQueue,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
@@ -30,7 +32,8 @@ use rdkafka::util::Timeout;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Bus, BusError, Handled, Health, Limit, Record, RecordHandler, Retention, TopicSpec};
+use super::pipeline::{self, PartitionSource};
+use super::{Acks, Bus, BusError, Health, Limit, Record, RecordHandler, Retention, TopicSpec};
 use crate::runtime::OutMessage;
 
 /// librdkafka's default `message.max.bytes`.
@@ -251,9 +254,10 @@ impl Bus for KafkaBus {
         .boxed()
     }
 
-    fn publish(&self, messages: Vec<OutMessage>) -> BoxFuture<'_, Result<(), BusError>> {
+    fn enqueue(&self, messages: Vec<OutMessage>) -> BoxFuture<'_, Result<Acks, BusError>> {
         async move {
-            // Enqueue all first (keeps their order per partition), then wait for every ack.
+            // librdkafka keeps the order of enqueued records per partition; acknowledgements
+            // are awaited separately, so later inputs can enqueue meanwhile.
             let mut deliveries = Vec::with_capacity(messages.len());
             for message in &messages {
                 let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
@@ -283,19 +287,23 @@ impl Bus for KafkaBus {
                     }
                 }
             }
-            for delivery in deliveries {
-                match delivery.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => return Err(publish_error(e)),
-                    Err(_) => {
-                        return Err(BusError::Unavailable(
-                            "producer dropped the delivery".into(),
-                        ));
+            let reachability = self.reachability.clone();
+            let acks = async move {
+                for delivery in deliveries {
+                    match delivery.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((e, _))) => return Err(publish_error(e)),
+                        Err(_) => {
+                            return Err(BusError::Unavailable(
+                                "producer dropped the delivery".into(),
+                            ));
+                        }
                     }
                 }
-            }
-            self.reachability.set(None);
-            Ok(())
+                reachability.set(None);
+                Ok(())
+            };
+            Ok(acks.boxed())
         }
         .boxed()
     }
@@ -386,7 +394,48 @@ fn partition_count(consumer: &StreamConsumer<Context>, topic: &str) -> Result<us
         .ok_or_else(|| BusError::UnknownTopic(topic.to_string()))
 }
 
-/// Consumes `topic` with one task per partition until `shutdown`, then commits.
+/// One partition's own queue, split off the consumer's main queue.
+struct PartitionQueue {
+    consumer: Arc<StreamConsumer<Context>>,
+    queue: StreamPartitionQueue<Context>,
+    topic: String,
+    partition: i32,
+    reachability: Arc<Reachability>,
+}
+
+impl PartitionSource for PartitionQueue {
+    fn next(&mut self) -> BoxFuture<'_, Option<Record>> {
+        async move {
+            loop {
+                match self.queue.recv().await {
+                    Ok(message) => {
+                        self.reachability.set(None);
+                        return Some(to_record(&message));
+                    }
+                    Err(e) => {
+                        let (topic, partition) = (&self.topic, self.partition);
+                        tracing::warn!(topic, partition, "consume error: {e}");
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn commit(&mut self, offset: i64) {
+        // librdkafka commits `offset + 1`, the next record to read. This fails harmlessly if
+        // the partition was revoked meanwhile: its new owner re-delivers the record.
+        if let Err(e) = self
+            .consumer
+            .store_offset(&self.topic, self.partition, offset)
+        {
+            let (topic, partition) = (&self.topic, self.partition);
+            tracing::debug!(topic, partition, "offset not stored: {e}");
+        }
+    }
+}
+
+/// Consumes `topic` with one pipeline per partition until `shutdown`, then commits.
 async fn consume(
     consumer: Arc<StreamConsumer<Context>>,
     topic: &str,
@@ -403,41 +452,18 @@ async fn consume(
         let queue = consumer
             .split_partition_queue(topic, partition)
             .ok_or_else(|| BusError::Other(format!("cannot split {topic}/{partition}")))?;
-        let (consumer, handler, shutdown, topic) = (
-            consumer.clone(),
+        let source = PartitionQueue {
+            consumer: consumer.clone(),
+            queue,
+            topic: topic.to_string(),
+            partition,
+            reachability: reachability.clone(),
+        };
+        tasks.push(tokio::spawn(pipeline::drive(
+            source,
             handler.clone(),
             shutdown.clone(),
-            topic.to_string(),
-        );
-        let reachability = reachability.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    message = queue.recv() => message,
-                };
-                let record = match message {
-                    Ok(message) => to_record(&message),
-                    Err(e) => {
-                        tracing::warn!(topic, partition, "consume error: {e}");
-                        continue;
-                    }
-                };
-                reachability.set(None);
-                let offset = record.offset;
-                match handler(record).await {
-                    Handled::Commit => {
-                        // librdkafka commits `offset + 1`, the next record to read. This fails
-                        // harmlessly if the partition was revoked meanwhile: its new owner
-                        // re-delivers the record (at-least-once).
-                        if let Err(e) = consumer.store_offset(&topic, partition, offset) {
-                            tracing::debug!(topic, partition, "offset not stored: {e}");
-                        }
-                    }
-                    Handled::Stop => return,
-                }
-            }
-        }));
+        )));
     }
     consumer
         .subscribe(&[topic])

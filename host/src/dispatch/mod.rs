@@ -1,11 +1,12 @@
 //! The dispatcher: input → fresh instance → staged effects → commit.
 //!
 //! Every input (a consumed record or an HTTP request) runs on the current version of its
-//! plugin, on the blocking pool so a CPU-bound plugin never stalls the async runtime. Its
-//! effects are applied only when the handler succeeded: messages are published and
-//! acknowledged first, then state writes are made durable. An input whose reads were changed
-//! by a concurrent commit runs again on fresh state, holding its plugin's commit lock so the
-//! second run cannot lose again: no update is lost, and uncontended inputs never wait.
+//! plugin, on a fresh instance that yields to the async runtime while it waits. Its effects
+//! are applied only when the handler succeeded, in two stages (see `commit`): checked,
+//! made visible to later inputs and queued first; acknowledged and made durable later, while
+//! the next inputs already run. An input whose reads were changed by a concurrent commit runs
+//! again on fresh state, holding its plugin's commit lock so the second run cannot lose again:
+//! no update is lost, and uncontended inputs never wait.
 
 mod admission;
 mod commit;
@@ -20,6 +21,7 @@ use futures::future::BoxFuture;
 use admission::{Admission, Kind, Refusal};
 
 pub use admission::{Overloaded, RETRY_AFTER};
+use commit::{CommitError, Committing};
 pub use commit::{PLUGIN_HEADER, VERSION_HEADER};
 pub use messages::{SubscriptionRuntime, dead_letter_headers};
 
@@ -27,7 +29,7 @@ use crate::bus::Bus;
 use crate::runtime::{
     Failure, HttpRequest, HttpResponse, Invocation, InvokeError, LoadedPlugin, Registry, Runtime,
 };
-use crate::state::StateStore;
+use crate::state::PendingStore;
 
 /// One run of a handler on a fresh instance, as the dispatcher drives it.
 type Call<T> = BoxFuture<'static, Invocation<Result<T, Failure>>>;
@@ -64,6 +66,16 @@ pub enum InputError {
     /// The plugin is at its concurrency limit and its HTTP queue is full.
     #[error("{0}")]
     Overloaded(#[from] Overloaded),
+}
+
+impl From<CommitError> for InputError {
+    fn from(error: CommitError) -> Self {
+        match error {
+            CommitError::Conflict | CommitError::Superseded => InputError::Conflict,
+            CommitError::Unavailable(why) => InputError::Commit(why),
+            CommitError::Refused(why) => InputError::Refused(why),
+        }
+    }
 }
 
 fn describe_failure(failure: &Failure) -> String {
@@ -113,9 +125,11 @@ impl InputError {
 pub struct Dispatcher {
     runtime: Arc<Runtime>,
     registry: Arc<Registry>,
-    store: Arc<dyn StateStore>,
+    /// State as inputs see it: durable plus the writes of inputs still committing.
+    pending: Arc<PendingStore>,
     bus: Arc<dyn Bus>,
-    /// One lock per plugin namespace, held from conflict check to durable write.
+    /// One lock per plugin namespace, held while an input's reads are checked and its writes
+    /// registered (and across the run of an input that lost a conflict).
     commit_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Which inputs may run now (per-plugin caps, fair shares, the instance pool).
     admission: Admission,
@@ -124,18 +138,19 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher running at most `max_instances` inputs at once.
+    /// A dispatcher running at most `max_instances` inputs at once. `pending` must be the
+    /// store `runtime` reads from.
     pub fn new(
         runtime: Arc<Runtime>,
         registry: Arc<Registry>,
-        store: Arc<dyn StateStore>,
+        pending: Arc<PendingStore>,
         bus: Arc<dyn Bus>,
         max_instances: usize,
     ) -> Self {
         Dispatcher {
             runtime,
             registry,
-            store,
+            pending,
             bus,
             commit_locks: Mutex::default(),
             admission: Admission::new(max_instances),
@@ -163,41 +178,45 @@ impl Dispatcher {
     ) -> Result<HttpResponse, InputError> {
         let label: Arc<str> = format!("{} {}", request.method, request.path).into();
         let request = Arc::new(request);
-        self.execute(plugin, Kind::Http, label, move |runtime, loaded, label| {
+        let call = move |runtime: Arc<Runtime>, loaded: Arc<LoadedPlugin>, label| {
             let request = request.clone();
             async move { runtime.handle_http(&loaded, &request, label).await }.boxed()
-        })
-        .await
-    }
-
-    /// Runs `call` on a fresh instance of `plugin` until it commits, fails, or loses too many
-    /// write conflicts.
-    async fn execute<T: Send + 'static>(
-        self: &Arc<Self>,
-        plugin: &str,
-        kind: Kind,
-        label: Arc<str>,
-        call: impl Fn(Arc<Runtime>, Arc<LoadedPlugin>, Arc<str>) -> Call<T>,
-    ) -> Result<T, InputError> {
-        let result = self
-            .execute_until_committed(plugin, kind, label, call)
-            .await;
-        match &result {
-            Ok(_) => self.registry.count_handled(plugin),
-            Err(_) => self.registry.count_failed(plugin),
+        };
+        let mut result = Err(InputError::Conflict);
+        for _ in 0..MAX_CONFLICT_RERUNS {
+            result = match self.run(plugin, Kind::Http, label.clone(), &call).await {
+                Ok((response, committing)) => match committing.settled().await {
+                    Ok(()) => Ok(response),
+                    // An earlier input whose writes this one may have read could not commit.
+                    Err(CommitError::Superseded) => continue,
+                    Err(e) => Err(e.into()),
+                },
+                Err(e) => Err(e),
+            };
+            break;
         }
+        self.count(plugin, &result);
         result
     }
 
-    async fn execute_until_committed<T: Send + 'static>(
+    fn count<T>(&self, plugin: &str, result: &Result<T, InputError>) {
+        match result {
+            Ok(_) => self.registry.count_handled(plugin),
+            Err(_) => self.registry.count_failed(plugin),
+        }
+    }
+
+    /// Runs `call` on a fresh instance of `plugin` until its commit is past the first stage,
+    /// it fails, or it loses too many write conflicts.
+    async fn run<T: Send + 'static>(
         self: &Arc<Self>,
         plugin: &str,
         kind: Kind,
         label: Arc<str>,
-        call: impl Fn(Arc<Runtime>, Arc<LoadedPlugin>, Arc<str>) -> Call<T>,
-    ) -> Result<T, InputError> {
+        call: &impl Fn(Arc<Runtime>, Arc<LoadedPlugin>, Arc<str>) -> Call<T>,
+    ) -> Result<(T, Committing), InputError> {
         // First optimistically; after a conflict, the input re-runs holding its plugin's commit
-        // lock, so no other commit can change what it reads and the next commit succeeds.
+        // lock, so no other commit can change what it reads and the next check succeeds.
         let mut exclusive = None;
         for _ in 0..MAX_CONFLICT_RERUNS {
             let loaded = self
@@ -219,37 +238,16 @@ impl Dispatcher {
                 Ok(Err(failure)) => return Err(InputError::Failed(failure)),
                 Err(e) => return Err(InputError::Invoke(e)),
             };
-            // The commit runs as a task of its own, so a caller that goes away mid-commit
-            // (an HTTP client disconnecting) cannot leave it half applied.
-            let (this, info, exclusive_now) = (self.clone(), loaded.info.clone(), exclusive.take());
-            let committed = tokio::spawn(async move {
-                let exclusive = exclusive_now;
-                let result = match &exclusive {
-                    None => this.commit(&info, invocation.effects).await,
-                    Some(_) => this.commit_locked(&info, invocation.effects).await,
-                };
-                (result, exclusive)
-            })
-            .await;
-            let committed = match committed {
-                Ok((committed, lock)) => {
-                    exclusive = lock;
-                    committed
-                }
-                Err(join) => Err(commit::CommitError::Failed(format!(
-                    "commit task failed: {join}"
-                ))),
-            };
-            match committed {
-                Ok(()) => return Ok(value),
-                Err(commit::CommitError::Conflict) => {
+            match self
+                .commit(&loaded.info, invocation.effects, exclusive.take())
+                .await
+            {
+                Ok(committing) => return Ok((value, committing)),
+                Err(CommitError::Conflict) => {
                     tracing::debug!(plugin = %plugin, input = %label, "write conflict, running the input again");
-                    if exclusive.is_none() {
-                        exclusive = Some(self.commit_lock(plugin).lock_owned().await);
-                    }
+                    exclusive = Some(self.commit_lock(plugin).lock_owned().await);
                 }
-                Err(commit::CommitError::Failed(why)) => return Err(InputError::Commit(why)),
-                Err(commit::CommitError::Refused(why)) => return Err(InputError::Refused(why)),
+                Err(e) => return Err(e.into()),
             }
         }
         Err(InputError::Conflict)
@@ -305,8 +303,9 @@ mod tests {
     #[test]
     fn commit_locks_follow_the_deployment() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn StateStore> =
-            Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).unwrap());
+        let store = PendingStore::new(Arc::new(
+            EmbeddedStore::open(&dir.path().join("state.redb")).unwrap(),
+        ));
         let settings = RuntimeSettings {
             max_memory_bytes: 1 << 20,
             max_instances: 1,
