@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -193,10 +193,11 @@ impl PendingStore {
         }
     }
 
-    fn writer(&self) -> &mpsc::UnboundedSender<Request> {
+    fn writer(self: &Arc<Self>) -> &mpsc::UnboundedSender<Request> {
         self.writer.get_or_init(|| {
             let (sender, requests) = mpsc::unbounded_channel();
-            tokio::spawn(write_batches(self.store.clone(), requests));
+            // Weak: the store (and its file lock) goes as soon as the host drops this.
+            tokio::spawn(write_batches(Arc::downgrade(self), requests));
             sender
         })
     }
@@ -289,7 +290,10 @@ impl Drop for Ticket {
 }
 
 /// The writer task: applies waiting requests in batches, in arrival order.
-async fn write_batches(store: Arc<dyn StateStore>, mut requests: mpsc::UnboundedReceiver<Request>) {
+async fn write_batches(
+    pending: Weak<PendingStore>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+) {
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -312,7 +316,9 @@ async fn write_batches(store: Arc<dyn StateStore>, mut requests: mpsc::Unbounded
             .iter_mut()
             .map(|r| (r.namespace.clone(), std::mem::take(&mut r.writes)))
             .collect();
-        let store = store.clone();
+        let Some(store) = pending.upgrade().map(|p| p.store.clone()) else {
+            return;
+        };
         let result = match tokio::task::spawn_blocking(move || store.apply_batch(&writes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ApplyError::Store(e.to_string())),
