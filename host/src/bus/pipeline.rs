@@ -4,8 +4,11 @@
 //!
 //! When a record's effects cannot be applied ([`Handled::Rerun`]), nothing new starts; once
 //! every started record has settled, that record and every later one not yet committed start
-//! again, in order. A record is kept in memory until its offset is committed, so a rerun needs
-//! nothing from the broker; `max_pending` bounds how many are kept.
+//! again, in order. The first of them runs alone, to its end, before the others start: whatever
+//! went wrong (e.g. a message the broker refused together with the others of its batch)
+//! happens again without company, or not at all. A record is kept in memory until its offset
+//! is committed, so a rerun needs nothing from the broker; `max_pending` bounds how many are
+//! kept.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -50,10 +53,15 @@ pub(super) async fn drive(
     let mut starting = FuturesUnordered::new();
     let mut finishing = FuturesUnordered::new();
     let mut rerun_from: Option<i64> = None;
+    // The record that runs alone after a rerun, until it is done.
+    let mut alone: Option<i64> = None;
     let (mut stopping, mut open) = (false, true);
     loop {
         if !stopping && rerun_from.is_none() {
-            start_eligible(&mut entries, &handler, &mut starting);
+            match alone {
+                Some(offset) => start_alone(&mut entries, offset, &handler, &mut starting),
+                None => start_eligible(&mut entries, &handler, &mut starting),
+            }
         }
         let idle = starting.is_empty() && finishing.is_empty();
         if idle && (stopping || (!open && entries.is_empty())) {
@@ -68,7 +76,12 @@ pub(super) async fn drive(
                 finishing.push(async move { (offset, finish.wait().await) });
             }
             Some((offset, handled)) = finishing.next(), if !finishing.is_empty() => match handled {
-                Handled::Commit => set_stage(&mut entries, offset, Stage::Done),
+                Handled::Commit => {
+                    set_stage(&mut entries, offset, Stage::Done);
+                    if alone == Some(offset) {
+                        alone = None;
+                    }
+                }
                 Handled::Rerun => {
                     rerun_from = Some(rerun_from.map_or(offset, |from: i64| from.min(offset)));
                 }
@@ -87,6 +100,7 @@ pub(super) async fn drive(
                 entry.stage = Stage::Waiting;
             }
             rerun_from = None;
+            alone = Some(from);
         }
         let mut finished = None;
         while entries.front().is_some_and(|e| e.stage == Stage::Done) {
@@ -130,6 +144,22 @@ fn start_eligible(
             }
             Stage::Finishing | Stage::Done => {}
         }
+    }
+}
+
+/// Starts the record at `offset` if it waits; nothing else.
+fn start_alone(
+    entries: &mut VecDeque<Entry>,
+    offset: i64,
+    handler: &RecordHandler,
+    starting: &mut FuturesUnordered<BoxFuture<'static, (i64, Finish)>>,
+) {
+    if let Ok(index) = entries.binary_search_by_key(&offset, |e| e.record.offset)
+        && entries[index].stage == Stage::Waiting
+    {
+        entries[index].stage = Stage::Starting;
+        let start = handler.start(entries[index].record.clone());
+        starting.push(Box::pin(async move { (offset, start.await) }));
     }
 }
 
@@ -298,6 +328,11 @@ mod tests {
             starts,
             [0, 1, 2, 3, 1, 2, 3],
             "the failed record and every later one ran again, in order"
+        );
+        let second_start_of_2 = log.iter().rposition(|e| *e == (2, "start")).unwrap();
+        assert!(
+            log[rerun..second_start_of_2].contains(&(1, "commit")),
+            "the failed record ran alone to its end before the next one started: {log:?}"
         );
     }
 

@@ -1,8 +1,9 @@
 //! Consumed records: two-stage handling for the bus's pipeline, retries with exponential
 //! backoff, then the dead-letter topic.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -49,11 +50,17 @@ impl SubscriptionRuntime {
     }
 }
 
+/// Bound of [`Subscribed::refused`]; records refused once and then never rerun (a rebalance)
+/// would otherwise pile up.
+const MAX_REMEMBERED_REFUSALS: usize = 1024;
+
 /// A running subscription, as its records see it.
 struct Subscribed {
     settings: SubscriptionRuntime,
     /// Commits that failed in a row for want of the bus or the store: the next wait doubles.
     outages: AtomicU32,
+    /// Records whose messages the bus refused once (partition, offset), to be sure on rerun.
+    refused: Mutex<HashSet<(i32, i64)>>,
     shutdown: CancellationToken,
 }
 
@@ -69,6 +76,7 @@ impl Dispatcher {
         let sub = Arc::new(Subscribed {
             settings,
             outages: AtomicU32::new(0),
+            refused: Mutex::default(),
             shutdown,
         });
         RecordHandler::pipelined(concurrency as usize, max_pending as usize, move |record| {
@@ -152,8 +160,13 @@ impl Dispatcher {
             self.registry.count_failed(&settings.plugin);
             let input = format!("{}/{}@{}", record.topic, record.partition, record.offset);
             tracing::warn!(plugin = %settings.plugin, input = %input, kind = error.kind(), "input failed: {error}");
-            if !error.is_retryable() {
-                return self.dead_letter(&sub, &record, &error, attempt).await;
+            if matches!(error, InputError::Refused(_)) {
+                // The broker refuses a whole batch when one message is too large for it, so a
+                // refusal is final only when the record's messages went alone: the rerun does.
+                if sub.refused_before(&record) {
+                    return self.dead_letter(&sub, &record, &error, attempt).await;
+                }
+                return Handled::Rerun;
             }
             self.set_stalled(settings, Some(error.to_string()));
             let outages = sub.outages.fetch_add(1, Ordering::Relaxed);
@@ -228,6 +241,20 @@ impl Dispatcher {
 }
 
 impl Subscribed {
+    /// Whether `record` was refused before; remembers it otherwise.
+    fn refused_before(&self, record: &Record) -> bool {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let position = (record.partition, record.offset);
+        if refused.remove(&position) {
+            return true;
+        }
+        if refused.len() >= MAX_REMEMBERED_REFUSALS {
+            refused.clear();
+        }
+        refused.insert(position);
+        false
+    }
+
     /// Waits `delay`; false when shutdown came first.
     async fn pause(&self, delay: Duration) -> bool {
         tokio::select! {
