@@ -706,15 +706,11 @@ async fn kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_win
         "the host handled every input before the kill; raise KILL_INPUTS"
     );
     let written: BTreeSet<&String> = state_at_kill.values().collect();
-    let published_without_state: Vec<_> = before_restart
+    let published_without_state: Vec<String> = before_restart
         .keys()
         .filter(|n| !written.contains(n))
+        .cloned()
         .collect();
-    assert!(
-        published_without_state.len() <= PARTITIONS as usize,
-        "more messages published without their state write than inputs in flight \
-         (one per partition): {published_without_state:?}"
-    );
 
     // Restart on the same config and state; wait until every input has its effects.
     let restarted = Instant::now();
@@ -777,6 +773,21 @@ async fn kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_win
         .map(|n| position_of[n])
         .filter(|(p, offset)| *offset >= committed[p])
         .collect();
+    // Pipelined inputs publish before earlier ones committed, so several per partition may
+    // have published without their state write; none of them may be committed.
+    let uncommitted = |n: &String| {
+        let (partition, offset) = position_of[n];
+        offset >= committed[&partition]
+    };
+    assert!(
+        published_without_state.iter().all(uncommitted),
+        "an input published without its state write was committed (committed {committed:?}): {:?}",
+        published_without_state
+            .iter()
+            .filter(|n| !uncommitted(n))
+            .take(10)
+            .collect::<Vec<_>>()
+    );
     let extra_copies: usize = counts.values().map(|c| c - 1).sum();
     let max_copies = counts.values().copied().max().unwrap_or(0);
     let window: Vec<_> = expected.iter().take(5).collect();

@@ -44,6 +44,11 @@ impl Setup {
     }
 
     fn config(&self) -> String {
+        self.config_with("timeout_ms = 300", "")
+    }
+
+    /// The config with more `limits` of the plugin and more keys of the subscription.
+    fn config_with(&self, limits: &str, subscription: &str) -> String {
         let Setup {
             bus, input, output, ..
         } = self;
@@ -60,12 +65,13 @@ partitions = 3
 [plugin.testkit]
 publish = ["{output}"]
 config = {{ forward_to = "{output}" }}
-limits = {{ memory_mib = 32, timeout_ms = 300 }}
+limits = {{ memory_mib = 32, {limits} }}
 
 [[subscription]]
 topic = "{input}"
 plugin = "testkit"
 retry = {{ attempts = 3, backoff_ms = 10 }}
+{subscription}
 
 [[route]]
 method = "GET"
@@ -91,7 +97,15 @@ async fn publish(host: &TestHost, messages: Vec<OutMessage>) {
 }
 
 async fn keeps_order_per_key_and_stamps_the_producing_plugin(setup: Setup) {
-    let host = TestHost::start(&setup.config()).await;
+    keeps_order_per_key(setup, "").await;
+}
+
+async fn keeps_order_per_key_with_concurrency(setup: Setup) {
+    keeps_order_per_key(setup, "concurrency = 64").await;
+}
+
+async fn keeps_order_per_key(setup: Setup, subscription: &str) {
+    let host = TestHost::start(&setup.config_with("timeout_ms = 300", subscription)).await;
     let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
     let keys = ["k0", "k1", "k2", "k3", "k4"];
     let messages = (0..100)
@@ -304,8 +318,70 @@ macro_rules! on_both_buses {
     };
 }
 
+/// Pipelined inputs read the writes of earlier ones that are still committing, and concurrent
+/// read-modify-writes from three partitions (and, with `concurrency`, from many keys of one
+/// partition) all survive: every count from 1 to N is sent exactly once.
+async fn counts_exactly_across_pipelined_and_parallel_inputs(setup: Setup, subscription: &str) {
+    let host = TestHost::start(&setup.config_with("timeout_ms = 2000", subscription)).await;
+    let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
+    const N: usize = 300;
+    let messages = (0..N)
+        .map(|i| setup.message(&format!("k{i}"), "count:c"))
+        .collect();
+    publish(&host, messages).await;
+    eventually(Duration::from_secs(60), "every count sent", || async {
+        (out.lock().unwrap().len() >= N).then_some(())
+    })
+    .await;
+    // Duplicates, if any, would arrive right behind.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let records = out.lock().unwrap().clone();
+    let mut counts: Vec<usize> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).parse().unwrap())
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=N).collect::<Vec<_>>());
+}
+
+async fn counts_exactly_when_pipelined(setup: Setup) {
+    counts_exactly_across_pipelined_and_parallel_inputs(setup, "").await;
+}
+
+async fn counts_exactly_with_concurrency(setup: Setup) {
+    counts_exactly_across_pipelined_and_parallel_inputs(setup, "concurrency = 64").await;
+}
+
+/// The workshop's slow payment service: each input waits 5 s. With `concurrency = 64`, inputs
+/// with different keys wait together, so 100 inputs on 3 partitions take two rounds, not 34.
+async fn slow_inputs_with_different_keys_wait_together(setup: Setup) {
+    let limits = "timeout_ms = 10000, concurrency = 128";
+    let host = TestHost::start(&setup.config_with(limits, "concurrency = 64")).await;
+    let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
+    let messages = (0..100)
+        .map(|i| setup.message(&format!("order-{i}"), "sleep:5000"))
+        .collect();
+    let started = std::time::Instant::now();
+    publish(&host, messages).await;
+    eventually(
+        Duration::from_secs(60),
+        "100 slow inputs handled",
+        || async { (out.lock().unwrap().len() >= 100).then_some(()) },
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "100 inputs of 5 s took {took:?}"
+    );
+}
+
 on_both_buses!(
     keeps_order_per_key_and_stamps_the_producing_plugin,
+    keeps_order_per_key_with_concurrency,
+    counts_exactly_when_pipelined,
+    counts_exactly_with_concurrency,
+    slow_inputs_with_different_keys_wait_together,
     transient_failures_are_retried_until_they_succeed,
     failures_end_in_the_dead_letter_topic_with_reasons_and_original_bytes,
     a_failed_input_leaves_no_state_behind

@@ -174,13 +174,21 @@ impl PendingStore {
             .collect()
     }
 
-    fn withdraw(&self, namespace: &str, id: u64) {
+    /// Takes ticket `id`'s values out of the view. Once it is `applied`, the store holds them
+    /// and older tickets' values of the same keys are out of date: they go too (their tickets
+    /// were applied before, or this one could not have been). Ids grow in registration order.
+    fn withdraw(&self, namespace: &str, id: u64, applied: bool) {
         let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
         let Some(overlay) = namespaces.get_mut(namespace) else {
             return;
         };
         overlay.values.retain(|_, values| {
-            values.retain(|(ticket, _)| *ticket != id);
+            let mine = values.iter().any(|(ticket, _)| *ticket == id);
+            if applied && mine {
+                values.retain(|(ticket, _)| *ticket > id);
+            } else {
+                values.retain(|(ticket, _)| *ticket != id);
+            }
             !values.is_empty()
         });
         let idle = overlay.values.is_empty()
@@ -265,7 +273,8 @@ impl Ticket {
             self.progress.set(Status::Failed);
         }
         self.settled = true;
-        self.pending.withdraw(&self.namespace, self.id);
+        self.pending
+            .withdraw(&self.namespace, self.id, result.is_ok());
         result
     }
 
@@ -277,7 +286,7 @@ impl Ticket {
     fn fail(&mut self) {
         self.progress.set(Status::Failed);
         self.settled = true;
-        self.pending.withdraw(&self.namespace, self.id);
+        self.pending.withdraw(&self.namespace, self.id, false);
     }
 }
 
@@ -405,6 +414,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn once_a_newer_write_is_durable_an_older_pending_one_is_no_longer_read() {
+        let (_dir, flaky, pending) = flaky();
+        let older = pending.register("p", vec![set("k", "1")]);
+        let newer = pending.register("p", vec![set("k", "2")]);
+        // Both went into one batch; the newer ticket's owner is the first to hear of it.
+        flaky.inner.apply("p", &[set("k", "2")]).unwrap();
+        pending.withdraw("p", newer.id, true);
+        assert_eq!(pending.get("p", "k").unwrap(), Some(b"2".to_vec()));
+        drop((older, newer));
+    }
+
+    #[tokio::test]
     async fn when_one_ticket_fails_every_later_one_of_its_namespace_fails_and_others_commit() {
         let (_dir, flaky, pending) = flaky();
         let first = pending.register("p", vec![set("k", "1")]);
@@ -441,6 +462,46 @@ mod tests {
         assert!(matches!(second.apply().await, Err(ApplyError::Superseded)));
         assert_eq!(flaky.get("p", "k").unwrap(), None);
         assert_eq!(pending.pending_keys(), 0);
+    }
+
+    /// Read-modify-writes as the dispatcher does them: read through the view, check the read
+    /// and register under a lock, apply later. Every increment survives.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn checked_increments_through_the_view_never_lose_an_update() {
+        let (_dir, flaky, pending) = flaky();
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (pending, lock) = (pending.clone(), lock.clone());
+                tokio::spawn(async move {
+                    let mut applies = Vec::new();
+                    let mut done = 0;
+                    while done < 50 {
+                        let seen = pending.get("p", "n").unwrap();
+                        let n: u64 = seen
+                            .as_ref()
+                            .map_or(0, |v| String::from_utf8_lossy(v).parse().unwrap());
+                        tokio::task::yield_now().await;
+                        let ticket = {
+                            let _held = lock.lock().await;
+                            if pending.get("p", "n").unwrap() != seen {
+                                continue;
+                            }
+                            pending.register("p", vec![set("n", &(n + 1).to_string())])
+                        };
+                        applies.push(tokio::spawn(ticket.apply()));
+                        done += 1;
+                    }
+                    for apply in applies {
+                        apply.await.unwrap().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(flaky.get("p", "n").unwrap(), Some(b"400".to_vec()));
     }
 
     #[tokio::test]
