@@ -294,14 +294,23 @@ pub(super) fn subscriptions(
             SubscriptionConfig::MAX_CONCURRENCY,
         )?
         .unwrap_or(SubscriptionConfig::DEFAULT_CONCURRENCY);
-        let max_pending = between(
-            src,
-            &key("max_pending"),
-            &sub.max_pending,
-            concurrency,
-            SubscriptionConfig::MAX_PENDING,
-        )?
-        .unwrap_or(SubscriptionConfig::DEFAULT_MAX_PENDING.max(concurrency));
+        let max_pending = match &sub.max_pending {
+            Some(n) if *n.get_ref() < concurrency => {
+                let message = format!(
+                    "expected at least concurrency ({concurrency}), found {}",
+                    n.get_ref()
+                );
+                return Err(src.error(n.span(), key("max_pending"), message));
+            }
+            _ => between(
+                src,
+                &key("max_pending"),
+                &sub.max_pending,
+                1,
+                SubscriptionConfig::MAX_PENDING,
+            )?
+            .unwrap_or(SubscriptionConfig::DEFAULT_MAX_PENDING.max(concurrency)),
+        };
         subscriptions.push(SubscriptionConfig {
             topic: topic.name.clone(),
             plugin: sub.plugin.get_ref().clone(),
