@@ -25,10 +25,11 @@ use rdkafka::consumer::{
     stream_consumer::StreamPartitionQueue,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -435,6 +436,30 @@ impl PartitionSource for PartitionQueue {
     }
 }
 
+/// A partition added to the topic while consuming: its records come through the main queue.
+struct AddedPartition {
+    consumer: Arc<StreamConsumer<Context>>,
+    records: mpsc::Receiver<Record>,
+    topic: String,
+    partition: i32,
+}
+
+impl PartitionSource for AddedPartition {
+    fn next(&mut self) -> BoxFuture<'_, Option<Record>> {
+        self.records.recv().boxed()
+    }
+
+    fn commit(&mut self, offset: i64) {
+        if let Err(e) = self
+            .consumer
+            .store_offset(&self.topic, self.partition, offset)
+        {
+            let (topic, partition) = (&self.topic, self.partition);
+            tracing::debug!(topic, partition, "offset not stored: {e}");
+        }
+    }
+}
+
 /// Consumes `topic` with one pipeline per partition until `shutdown`, then commits.
 async fn consume(
     consumer: Arc<StreamConsumer<Context>>,
@@ -468,18 +493,49 @@ async fn consume(
     consumer
         .subscribe(&[topic])
         .map_err(|e| BusError::Other(format!("subscribe {topic}: {e}")))?;
-    // The main queue serves rebalances and errors; records never arrive here.
+    // The main queue serves rebalances and errors, and the records of partitions added to the
+    // topic after the split: each of those gets a pipeline fed from here.
     let events = {
-        let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
+        let (consumer, shutdown, topic) = (consumer.clone(), shutdown.clone(), topic.to_string());
         tokio::spawn(async move {
+            let mut added: BTreeMap<i32, mpsc::Sender<Record>> = BTreeMap::new();
+            let mut tasks = Vec::new();
             loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                let record = tokio::select! {
+                    _ = shutdown.cancelled() => break,
                     message = consumer.recv() => match message {
-                        Ok(m) => tracing::error!(topic = m.topic(), partition = m.partition(), "record on the main queue (not handled)"),
-                        Err(e) => tracing::debug!("consumer event: {e}"),
+                        Ok(m) => to_record(&m),
+                        Err(e) => {
+                            tracing::debug!("consumer event: {e}");
+                            continue;
+                        }
                     },
+                };
+                let partition = record.partition;
+                let feed = added.entry(partition).or_insert_with(|| {
+                    tracing::info!(topic, partition, "consuming a partition added to the topic");
+                    let (feed, records) = mpsc::channel(handler.max_pending);
+                    let source = AddedPartition {
+                        consumer: consumer.clone(),
+                        records,
+                        topic: topic.clone(),
+                        partition,
+                    };
+                    tasks.push(tokio::spawn(pipeline::drive(
+                        source,
+                        handler.clone(),
+                        shutdown.clone(),
+                    )));
+                    feed
+                });
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = feed.send(record) => {}
                 }
+            }
+            drop(added);
+            for task in tasks {
+                let _ = task.await;
             }
         })
     };

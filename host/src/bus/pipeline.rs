@@ -9,6 +9,10 @@
 //! happens again without company, or not at all. A record is kept in memory until its offset
 //! is committed, so a rerun needs nothing from the broker; `max_pending` bounds how many are
 //! kept.
+//!
+//! A source may rewind (Kafka re-delivers from the committed offset after a partition was
+//! revoked and assigned again): the pipeline then lets its started records settle and drops
+//! what it kept, and goes on from the re-delivered record.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -55,9 +59,12 @@ pub(super) async fn drive(
     let mut rerun_from: Option<i64> = None;
     // The record that runs alone after a rerun, until it is done.
     let mut alone: Option<i64> = None;
+    // A record from before the last one read: the source went back to it.
+    let mut rewound: Option<Record> = None;
+    let mut last_read: Option<i64> = None;
     let (mut stopping, mut open) = (false, true);
     loop {
-        if !stopping && rerun_from.is_none() {
+        if !stopping && rerun_from.is_none() && rewound.is_none() {
             match alone {
                 Some(offset) => start_alone(&mut entries, offset, &handler, &mut starting),
                 None => start_eligible(&mut entries, &handler, &mut starting),
@@ -67,8 +74,11 @@ pub(super) async fn drive(
         if idle && (stopping || (!open && entries.is_empty())) {
             return;
         }
-        let can_read =
-            open && !stopping && rerun_from.is_none() && { entries.len() < handler.max_pending };
+        let can_read = open
+            && !stopping
+            && rerun_from.is_none()
+            && rewound.is_none()
+            && entries.len() < handler.max_pending;
         tokio::select! {
             _ = shutdown.cancelled(), if !stopping => stopping = true,
             Some((offset, finish)) = starting.next(), if !starting.is_empty() => {
@@ -88,9 +98,32 @@ pub(super) async fn drive(
                 Handled::Stop => stopping = true,
             },
             record = source.next(), if can_read => match record {
-                Some(record) => entries.push_back(Entry { record, stage: Stage::Waiting }),
+                Some(record) if last_read.is_some_and(|last| record.offset <= last) => {
+                    rewound = Some(record);
+                }
+                Some(record) => {
+                    last_read = Some(record.offset);
+                    entries.push_back(Entry { record, stage: Stage::Waiting });
+                }
                 None => open = false,
             },
+        }
+        if rewound.is_some() && starting.is_empty() && finishing.is_empty() {
+            let record = rewound.take().expect("checked");
+            tracing::info!(
+                topic = record.topic,
+                partition = record.partition,
+                offset = record.offset,
+                "partition re-delivered from an earlier offset; going on from there"
+            );
+            entries.clear();
+            (rerun_from, alone) = (None, None);
+            last_read = Some(record.offset);
+            entries.push_back(Entry {
+                record,
+                stage: Stage::Waiting,
+            });
+            continue;
         }
         if let Some(from) = rerun_from
             && starting.is_empty()
@@ -379,6 +412,73 @@ mod tests {
             assert!(offsets.windows(2).all(|w| w[0] < w[1]), "per-key order");
             assert_eq!(offsets.len(), 10);
         }
+    }
+
+    /// Delivers 0..=3, then once 1 is committed, goes back to 2 (as Kafka does from the
+    /// committed offset when a partition is taken away and given back).
+    struct Rewinding {
+        records: VecDeque<Record>,
+        committed: Vec<i64>,
+        rewound: bool,
+    }
+
+    impl PartitionSource for Rewinding {
+        fn next(&mut self) -> BoxFuture<'_, Option<Record>> {
+            async move {
+                if self.records.is_empty() && !self.rewound && self.committed.contains(&1) {
+                    // Record 2 is still running: the pipeline must let it settle first.
+                    self.rewound = true;
+                    self.records = records(&["a", "a", "a", "a"]);
+                    self.records.retain(|r| r.offset >= 2);
+                }
+                match self.records.pop_front() {
+                    Some(record) => Some(record),
+                    None if self.rewound && self.committed.last() == Some(&3) => None,
+                    None => std::future::pending().await,
+                }
+            }
+            .boxed()
+        }
+
+        fn commit(&mut self, offset: i64) {
+            self.committed.push(offset);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_that_goes_back_is_followed_from_where_it_went() {
+        let log: Log = Arc::default();
+        let handler = {
+            let log = log.clone();
+            RecordHandler::pipelined(1, 16, move |record| {
+                let log = log.clone();
+                async move {
+                    note(&log, record.offset, "start");
+                    // Record 2 is slow, so the source goes back while it runs.
+                    let wait = if record.offset == 2 { 50 } else { 10 };
+                    Finish::later(async move {
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        Handled::Commit
+                    })
+                }
+                .boxed()
+            })
+        };
+        let source = Rewinding {
+            records: records(&["a", "a", "a", "a"]),
+            committed: Vec::new(),
+            rewound: false,
+        };
+        let shutdown = CancellationToken::new();
+        tokio::time::timeout(Duration::from_secs(10), drive(source, handler, shutdown))
+            .await
+            .expect("the pipeline follows the source to its end");
+        let starts: Vec<i64> = log.lock().unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(
+            starts,
+            [0, 1, 2, 3, 2, 3],
+            "the re-delivered records ran again"
+        );
     }
 
     #[tokio::test(start_paused = true)]
