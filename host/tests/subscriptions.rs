@@ -450,3 +450,69 @@ async fn a_message_the_broker_refuses_is_dead_lettered_without_retries() {
     // Health is fine: a refusal is not an outage.
     assert_eq!(host.get("/healthz").await.status(), 200);
 }
+
+/// Partitions added to a topic while the host consumes it are consumed too (once the clients
+/// see the new metadata; the refresh interval is shortened here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_to_a_consumed_topic_are_consumed() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+
+    let mut setup = Setup::kafka();
+    setup
+        .bus
+        .push_str("[bus.options]\n\"topic.metadata.refresh.interval.ms\" = \"1000\"\n");
+    let config = setup
+        .config()
+        .replacen("partitions = 3", "partitions = 1", 1);
+    let host = TestHost::start(&config).await;
+    let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
+    publish(&host, vec![setup.message("before", "record:before")]).await;
+    eventually(
+        Duration::from_secs(30),
+        "the first record forwarded",
+        || async { (!out.lock().unwrap().is_empty()).then_some(()) },
+    )
+    .await;
+
+    let bootstrap =
+        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("admin client");
+    let added = admin
+        .create_partitions(&[NewPartitions::new(&setup.input, 3)], &AdminOptions::new())
+        .await
+        .expect("create partitions");
+    assert!(added.iter().all(Result::is_ok), "{added:?}");
+    // Wait until the host's producer sees all three partitions, so keys spread over them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let messages = (0..30)
+        .map(|i| setup.message(&format!("k{i}"), format!("record:after-{i}")))
+        .collect();
+    publish(&host, messages).await;
+    let records = eventually(
+        Duration::from_secs(60),
+        "every record forwarded, from the new partitions too",
+        || async {
+            let seen = out.lock().unwrap();
+            (seen.len() >= 31).then(|| seen.clone())
+        },
+    )
+    .await;
+    assert_eq!(records.len(), 31);
+    let (inputs, _stop_in) = collect(&host.bus(), &setup.input, "observer");
+    let partitions = eventually(Duration::from_secs(30), "the inputs read back", || async {
+        let seen = inputs.lock().unwrap();
+        let partitions: std::collections::BTreeSet<i32> =
+            seen.iter().map(|r| r.partition).collect();
+        (seen.len() >= 31).then_some(partitions)
+    })
+    .await;
+    assert_eq!(
+        partitions.len(),
+        3,
+        "the inputs went to all three partitions"
+    );
+}
