@@ -139,7 +139,14 @@ async fn keeps_order_per_key(setup: Setup, subscription: &str) {
             .collect();
         assert_eq!(values, expected, "order of key {key}");
     }
+    let mut ids = std::collections::BTreeSet::new();
     for record in &records {
+        // The id names the input (topic/partition/offset) and the message's place among its
+        // outputs: the same on every re-run, so consumers can drop duplicates by it.
+        let id = header(record, "eventhost-id").expect("every message has an id");
+        let input = format!("{}/{}/", setup.input, record.partition);
+        assert!(id.starts_with(&input) && id.ends_with("#0"), "{id}");
+        assert!(ids.insert(id), "ids are unique");
         assert_eq!(
             header(record, "eventhost-plugin").as_deref(),
             Some("testkit")

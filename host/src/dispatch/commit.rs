@@ -26,6 +26,10 @@ use crate::state::{ApplyError, StateError, StateStore, Ticket};
 pub const PLUGIN_HEADER: &str = "eventhost-plugin";
 /// Header naming the plugin version (content hash) that produced a message.
 pub const VERSION_HEADER: &str = "eventhost-plugin-version";
+/// Header identifying a message: the input that caused it and its place among that input's
+/// messages. A message published again (a re-run after a crash or an outage) has the same id,
+/// so consumers can drop duplicates by it.
+pub const ID_HEADER: &str = "eventhost-id";
 
 #[derive(Debug, Clone)]
 pub(super) enum CommitError {
@@ -52,19 +56,21 @@ impl Committing {
 }
 
 impl Dispatcher {
-    /// Commits `effects` of an input that succeeded on `plugin`: resolves after the first stage.
-    /// `exclusive` is the plugin's commit lock when the caller already holds it.
+    /// Commits `effects` of input `input` that succeeded on `plugin`: resolves after the first
+    /// stage. `exclusive` is the plugin's commit lock when the caller already holds it.
     pub(super) async fn commit(
         self: &Arc<Self>,
         plugin: &PluginInfo,
-        effects: Effects,
+        input: &str,
+        mut effects: Effects,
         exclusive: Option<OwnedMutexGuard<()>>,
     ) -> Result<Committing, CommitError> {
+        let messages = stamp(plugin, input, std::mem::take(&mut effects.outbox));
         let (staged_tx, staged) = oneshot::channel();
         let (settled_tx, settled) = oneshot::channel();
         let (this, plugin) = (self.clone(), plugin.clone());
         tokio::spawn(async move {
-            let staged = match this.stage(&plugin, effects, exclusive).await {
+            let staged = match this.stage(&plugin, messages, effects, exclusive).await {
                 Ok(staged) => {
                     let _ = staged_tx.send(Ok(()));
                     staged
@@ -86,10 +92,10 @@ impl Dispatcher {
     async fn stage(
         &self,
         plugin: &PluginInfo,
+        messages: Vec<OutMessage>,
         effects: Effects,
         exclusive: Option<OwnedMutexGuard<()>>,
     ) -> Result<Staged, CommitError> {
-        let messages = stamp(plugin, effects.outbox);
         let ticket =
             if effects.reads.is_empty() && effects.scans.is_empty() && effects.writes.is_empty() {
                 None
@@ -169,15 +175,18 @@ fn bus_error(error: BusError) -> CommitError {
     }
 }
 
-/// Adds the producing plugin's name and version to every message.
-fn stamp(plugin: &PluginInfo, mut messages: Vec<OutMessage>) -> Vec<OutMessage> {
-    for message in &mut messages {
+/// Adds the producing plugin's name and version, and the message's id, to every message.
+fn stamp(plugin: &PluginInfo, input: &str, mut messages: Vec<OutMessage>) -> Vec<OutMessage> {
+    for (n, message) in messages.iter_mut().enumerate() {
         message
             .headers
             .push((PLUGIN_HEADER.into(), plugin.name.clone().into_bytes()));
         message
             .headers
             .push((VERSION_HEADER.into(), plugin.version.clone().into_bytes()));
+        message
+            .headers
+            .push((ID_HEADER.into(), format!("{input}#{n}").into_bytes()));
     }
     messages
 }

@@ -90,6 +90,7 @@ impl Dispatcher {
         let settings = &sub.settings;
         let label: Arc<str> =
             format!("{}/{}@{}", record.topic, record.partition, record.offset).into();
+        let id = format!("{}/{}/{}", record.topic, record.partition, record.offset);
         let mut attempt = 1;
         let mut outage_delay = settings.backoff;
         loop {
@@ -99,7 +100,7 @@ impl Dispatcher {
                 async move { runtime.handle_message(&loaded, &delivery, label).await }.boxed()
             };
             let error = match self
-                .run(&settings.plugin, Kind::Message, label.clone(), &call)
+                .run(&settings.plugin, Kind::Message, &id, label.clone(), &call)
                 .await
             {
                 Ok(((), committing)) => return self.finish(sub, record, attempt, committing),

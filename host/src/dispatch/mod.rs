@@ -22,7 +22,7 @@ use admission::{Admission, Kind, Refusal};
 
 pub use admission::{Overloaded, RETRY_AFTER};
 use commit::{CommitError, Committing};
-pub use commit::{PLUGIN_HEADER, VERSION_HEADER};
+pub use commit::{ID_HEADER, PLUGIN_HEADER, VERSION_HEADER};
 pub use messages::{SubscriptionRuntime, dead_letter_headers};
 
 use crate::bus::Bus;
@@ -177,6 +177,8 @@ impl Dispatcher {
         request: HttpRequest,
     ) -> Result<HttpResponse, InputError> {
         let label: Arc<str> = format!("{} {}", request.method, request.path).into();
+        // Re-runs of this request (after a conflict) give its messages the same ids.
+        let id = format!("http/{}", uuid::Uuid::new_v4().simple());
         let request = Arc::new(request);
         let call = move |runtime: Arc<Runtime>, loaded: Arc<LoadedPlugin>, label| {
             let request = request.clone();
@@ -184,7 +186,10 @@ impl Dispatcher {
         };
         let mut result = Err(InputError::Conflict);
         for _ in 0..MAX_CONFLICT_RERUNS {
-            result = match self.run(plugin, Kind::Http, label.clone(), &call).await {
+            result = match self
+                .run(plugin, Kind::Http, &id, label.clone(), &call)
+                .await
+            {
                 Ok((response, committing)) => match committing.settled().await {
                     Ok(()) => Ok(response),
                     // An earlier input whose writes this one may have read could not commit.
@@ -212,6 +217,7 @@ impl Dispatcher {
         self: &Arc<Self>,
         plugin: &str,
         kind: Kind,
+        id: &str,
         label: Arc<str>,
         call: &impl Fn(Arc<Runtime>, Arc<LoadedPlugin>, Arc<str>) -> Call<T>,
     ) -> Result<(T, Committing), InputError> {
@@ -239,7 +245,7 @@ impl Dispatcher {
                 Err(e) => return Err(InputError::Invoke(e)),
             };
             match self
-                .commit(&loaded.info, invocation.effects, exclusive.take())
+                .commit(&loaded.info, id, invocation.effects, exclusive.take())
                 .await
             {
                 Ok(committing) => return Ok((value, committing)),
