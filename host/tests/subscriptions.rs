@@ -383,7 +383,65 @@ async fn slow_inputs_with_different_keys_wait_together(setup: Setup) {
     );
 }
 
+/// `GET /metrics` counts inputs by plugin, version, source and outcome, what was produced and
+/// dead-lettered, HTTP requests by route, and each group's lag per partition.
+async fn metrics_count_what_flows(setup: Setup) {
+    let host = TestHost::start(&setup.config()).await;
+    let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
+    let (dead, _stop_dlq) = collect(&host.bus(), &setup.dead_letter, "observer");
+    let mut messages: Vec<OutMessage> = (0..5)
+        .map(|i| setup.message(&format!("k{i}"), format!("record:{i}")))
+        .collect();
+    messages.push(setup.message("bad", "invalid"));
+    publish(&host, messages).await;
+    assert_eq!(host.get("/t/ok").await.status(), 200);
+    eventually(Duration::from_secs(30), "the inputs handled", || async {
+        let done = out.lock().unwrap().len() == 5 && dead.lock().unwrap().len() == 1;
+        done.then_some(())
+    })
+    .await;
+    let version = host
+        .host()
+        .dispatcher()
+        .registry()
+        .get("testkit")
+        .unwrap()
+        .info
+        .version
+        .clone();
+    let (input, output) = (&setup.input, &setup.output);
+    let expected = [
+        format!(
+            r#"eventhost_inputs_total{{plugin="testkit",version="{version}",source="{input}",outcome="ok"}} 5"#
+        ),
+        format!(
+            r#"eventhost_inputs_total{{plugin="testkit",version="{version}",source="{input}",outcome="invalid"}} 1"#
+        ),
+        format!(
+            r#"eventhost_inputs_total{{plugin="testkit",version="{version}",source="http",outcome="ok"}} 1"#
+        ),
+        format!(r#"eventhost_dead_letters_total{{plugin="testkit",source="{input}"}} 1"#),
+        format!(r#"eventhost_messages_produced_total{{topic="{output}"}} 5"#),
+        r#"eventhost_http_requests_total{route="/t/{op}",method="GET",status="200"} 1"#.into(),
+        format!(r#"eventhost_consumer_lag_records{{group="testkit",topic="{input}",partition="#),
+    ];
+    // Kafka reports lag in its statistics, once a second.
+    let text = eventually(Duration::from_secs(20), "every expected line", || async {
+        let response = host.get("/metrics").await;
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        expected
+            .iter()
+            .all(|line| text.contains(line))
+            .then_some(text)
+    })
+    .await;
+    assert!(text.contains("eventhost_handler_seconds_bucket{"), "{text}");
+    assert!(text.contains("eventhost_plugin_loads_total{plugin=\"testkit\",outcome=\"ok\"} 1"));
+}
+
 on_both_buses!(
+    metrics_count_what_flows,
     keeps_order_per_key_and_stamps_the_producing_plugin,
     keeps_order_per_key_with_concurrency,
     counts_exactly_when_pipelined,

@@ -19,6 +19,7 @@ use crate::bus::{Bus, EmbeddedBus, KafkaBus, KafkaSettings, TopicSpec};
 use crate::config::{BusConfig, Config, PluginConfig};
 use crate::dispatch::Dispatcher;
 use crate::http::{HttpState, RouteTable, ServerLimits};
+use crate::metrics::Metrics;
 use crate::runtime::{LoadedPlugin, PluginInfo, Registry, Runtime, RuntimeSettings};
 use crate::state::{EmbeddedStore, PendingStore, StateStore};
 
@@ -63,13 +64,15 @@ impl Host {
             })?),
         };
         // Inputs read through the pending writes of inputs still committing.
-        let pending = PendingStore::new(store);
+        let metrics = Arc::new(Metrics::new());
+        let pending = PendingStore::new(store, metrics.clone());
         let runtime = Arc::new(Runtime::new(
             runtime_settings(&config, bus.max_message_bytes()),
             pending.clone(),
         )?);
         let registry = Arc::new(Registry::new());
         for plugin in load_plugins(&runtime, &config).await? {
+            metrics.plugin_load(&plugin.info.name, true);
             registry.install(plugin);
         }
         let dispatcher = Arc::new(Dispatcher::new(
@@ -78,6 +81,7 @@ impl Host {
             pending,
             bus,
             config.runtime.max_concurrency as usize,
+            metrics,
         ));
         let http = Arc::new(
             HttpState::new(

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::partition_log::{Fetch, Limits, PartitionLog};
 use super::pipeline::{self, PartitionSource};
 use super::{Acks, Bus, BusError, Limit, Record, RecordHandler, Retention, TopicSpec};
+use crate::metrics::PartitionLag;
 use crate::runtime::OutMessage;
 
 /// How often age retention is applied to partitions that receive no records.
@@ -323,6 +324,24 @@ impl Bus for EmbeddedBus {
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|p| *p != pair);
         }))
+    }
+
+    fn lag(&self) -> Vec<PartitionLag> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let mut lag = Vec::new();
+        for (name, topic) in topics.iter() {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                let log = partition.log();
+                let end = log.end();
+                lag.extend(log.positions().map(|(group, next)| PartitionLag {
+                    group: group.to_string(),
+                    topic: name.clone(),
+                    partition: index as i32,
+                    records: end - next,
+                }));
+            }
+        }
+        lag
     }
 
     fn describe(&self) -> String {

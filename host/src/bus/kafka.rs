@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pipeline::{self, PartitionSource};
 use super::{Acks, Bus, BusError, Health, Limit, Record, RecordHandler, Retention, TopicSpec};
+use crate::metrics::PartitionLag;
 use crate::runtime::OutMessage;
 
 /// librdkafka's default `message.max.bytes`.
@@ -86,10 +87,17 @@ impl Reachability {
     }
 }
 
-/// librdkafka callbacks: health from error events, commit of stored offsets on revoke.
+/// Consumer lag by (group, topic, partition), from the consumers' statistics.
+type Lags = Mutex<BTreeMap<(String, String, i32), i64>>;
+
+/// librdkafka callbacks: health from error events and statistics, consumer lag from
+/// statistics, commit of stored offsets on revoke.
 #[derive(Clone)]
 struct Context {
     reachability: Arc<Reachability>,
+    /// The consumer group, for a consumer's context.
+    group: Option<String>,
+    lags: Arc<Lags>,
 }
 
 impl ClientContext for Context {
@@ -115,6 +123,19 @@ impl ClientContext for Context {
         {
             self.reachability.set(None);
         }
+        if let Some(group) = &self.group {
+            let mut lags = self.lags.lock().unwrap_or_else(|e| e.into_inner());
+            lags.retain(|(g, _, _), _| g != group);
+            for (topic, stats) in &statistics.topics {
+                for (partition, stats) in &stats.partitions {
+                    // -1: unknown, and partition -1 is librdkafka's internal one.
+                    if *partition >= 0 && stats.consumer_lag >= 0 {
+                        let key = (group.clone(), topic.clone(), *partition);
+                        lags.insert(key, stats.consumer_lag);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -139,12 +160,14 @@ pub struct KafkaBus {
     settings: KafkaSettings,
     producer: FutureProducer<Context>,
     reachability: Arc<Reachability>,
+    lags: Arc<Lags>,
 }
 
 impl KafkaBus {
     /// Creates the producer. Connections are made lazily; nothing blocks here.
     pub fn new(settings: KafkaSettings) -> Result<Self, BusError> {
         let reachability = Arc::new(Reachability::default());
+        let lags = Arc::new(Lags::default());
         let producer = settings
             .client_config()
             .set("enable.idempotence", "true")
@@ -153,12 +176,15 @@ impl KafkaBus {
             .set_all(&settings.options)
             .create_with_context(Context {
                 reachability: reachability.clone(),
+                group: None,
+                lags: lags.clone(),
             })
             .map_err(|e| BusError::Other(format!("kafka producer: {e}")))?;
         Ok(KafkaBus {
             settings,
             producer,
             reachability,
+            lags,
         })
     }
 
@@ -175,6 +201,8 @@ impl KafkaBus {
             .set_all(&self.settings.options)
             .create_with_context(Context {
                 reachability: self.reachability.clone(),
+                group: Some(group.to_string()),
+                lags: self.lags.clone(),
             })
             .map_err(|e| BusError::Other(format!("kafka consumer: {e}")))?;
         Ok(Arc::new(consumer))
@@ -372,6 +400,18 @@ impl Bus for KafkaBus {
         Some(configured.unwrap_or(DEFAULT_MESSAGE_MAX_BYTES) - RECORD_OVERHEAD_BYTES)
     }
 
+    fn lag(&self) -> Vec<PartitionLag> {
+        let lags = self.lags.lock().unwrap_or_else(|e| e.into_inner());
+        lags.iter()
+            .map(|((group, topic, partition), records)| PartitionLag {
+                group: group.clone(),
+                topic: topic.clone(),
+                partition: *partition,
+                records: *records,
+            })
+            .collect()
+    }
+
     fn health(&self) -> Health {
         self.reachability.health()
     }
@@ -548,6 +588,12 @@ async fn consume(
         Err(e) => tracing::warn!(topic, group, "final commit failed: {e}"),
     }
     consumer.unsubscribe();
+    let mut lags = consumer
+        .context()
+        .lags
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    lags.retain(|(g, t, _), _| !(g == group && t == topic));
     Ok(())
 }
 

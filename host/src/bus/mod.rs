@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub use embedded::{EmbeddedBus, Kept};
 pub use kafka::{KafkaBus, KafkaSettings};
 
+use crate::metrics::PartitionLag;
 use crate::runtime::OutMessage;
 
 /// A consumed record and its position.
@@ -249,6 +250,11 @@ pub trait Bus: Send + Sync + 'static {
     /// has no limit of its own.
     fn max_message_bytes(&self) -> Option<usize> {
         None
+    }
+
+    /// How far each consumer group of this host is behind, per partition (as far as known).
+    fn lag(&self) -> Vec<PartitionLag> {
+        Vec::new()
     }
 
     /// Whether the bus is healthy.

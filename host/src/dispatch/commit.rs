@@ -66,6 +66,16 @@ impl Dispatcher {
         exclusive: Option<OwnedMutexGuard<()>>,
     ) -> Result<Committing, CommitError> {
         let messages = stamp(plugin, input, std::mem::take(&mut effects.outbox));
+        let mut produced: Vec<(String, u64)> = Vec::new();
+        for message in &messages {
+            match produced
+                .iter_mut()
+                .find(|(topic, _)| *topic == message.topic)
+            {
+                Some((_, count)) => *count += 1,
+                None => produced.push((message.topic.clone(), 1)),
+            }
+        }
         let (staged_tx, staged) = oneshot::channel();
         let (settled_tx, settled) = oneshot::channel();
         let (this, plugin) = (self.clone(), plugin.clone());
@@ -80,7 +90,13 @@ impl Dispatcher {
                     return;
                 }
             };
-            let _ = settled_tx.send(staged.settle().await);
+            let settled = staged.settle().await;
+            if settled.is_ok() {
+                for (topic, count) in produced {
+                    this.metrics.produced(&topic, count);
+                }
+            }
+            let _ = settled_tx.send(settled);
         });
         match staged.await {
             Ok(Ok(())) => Ok(Committing(settled)),

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::Kind;
 use super::commit::{CommitError, Committing, PLUGIN_HEADER, VERSION_HEADER};
-use super::{Dispatcher, InputError};
+use super::{Dispatcher, Input, InputError};
 use crate::bus::{BusError, Finish, Handled, Record, RecordHandler};
 use crate::runtime::{Delivery, LoadedPlugin, Message, OutMessage, Runtime};
 
@@ -88,9 +88,14 @@ impl Dispatcher {
     /// rest; or handles it to the end (dead letter, shutdown) and returns that outcome.
     async fn start(self: Arc<Self>, sub: Arc<Subscribed>, record: Record) -> Finish {
         let settings = &sub.settings;
-        let label: Arc<str> =
-            format!("{}/{}@{}", record.topic, record.partition, record.offset).into();
         let id = format!("{}/{}/{}", record.topic, record.partition, record.offset);
+        let input = Input {
+            plugin: &settings.plugin,
+            kind: Kind::Message,
+            source: &settings.topic,
+            id: &id,
+            label: format!("{}/{}@{}", record.topic, record.partition, record.offset).into(),
+        };
         let mut attempt = 1;
         let mut outage_delay = settings.backoff;
         loop {
@@ -99,10 +104,7 @@ impl Dispatcher {
                 let delivery = delivery.clone();
                 async move { runtime.handle_message(&loaded, &delivery, label).await }.boxed()
             };
-            let error = match self
-                .run(&settings.plugin, Kind::Message, &id, label.clone(), &call)
-                .await
-            {
+            let error = match self.run(&input, &call).await {
                 Ok(((), committing)) => return self.finish(sub, record, attempt, committing),
                 Err(error) => error,
             };
@@ -113,8 +115,8 @@ impl Dispatcher {
             if let Some(handled) = handled {
                 return Finish::now(handled);
             }
-            self.registry.count_failed(&settings.plugin);
-            tracing::warn!(plugin = %settings.plugin, input = %label, attempt, kind = error.kind(), "input failed: {error}");
+            self.finished(&settings.plugin, &settings.topic, Some(&error));
+            tracing::warn!(plugin = %settings.plugin, input = %input.label, attempt, kind = error.kind(), "input failed: {error}");
             if matches!(error, InputError::Commit(_) | InputError::NoPlugin(_)) {
                 // The handler succeeded but the bus or the store could not take its effects, or
                 // the plugin is being replaced or removed: not the input's fault. Wait for them
@@ -131,6 +133,7 @@ impl Dispatcher {
                 return Finish::now(self.dead_letter(&sub, &record, &error, attempt).await);
             }
             attempt += 1;
+            self.metrics.retry(&settings.plugin, &settings.topic);
             if !sub.pause(settings.delay_before(attempt)).await {
                 return Finish::now(Handled::Stop);
             }
@@ -151,14 +154,14 @@ impl Dispatcher {
                 Ok(()) => {
                     sub.outages.store(0, Ordering::Relaxed);
                     self.set_stalled(settings, None);
-                    self.registry.count_handled(&settings.plugin);
+                    self.finished(&settings.plugin, &settings.topic, None);
                     return Handled::Commit;
                 }
                 // An earlier input this one may have read from did not commit: run again.
                 Err(CommitError::Superseded | CommitError::Conflict) => return Handled::Rerun,
                 Err(e) => InputError::from(e),
             };
-            self.registry.count_failed(&settings.plugin);
+            self.finished(&settings.plugin, &settings.topic, Some(&error));
             let input = format!("{}/{}@{}", record.topic, record.partition, record.offset);
             tracing::warn!(plugin = %settings.plugin, input = %input, kind = error.kind(), "input failed: {error}");
             if matches!(error, InputError::Refused(_)) {
@@ -220,6 +223,7 @@ impl Dispatcher {
                 Ok(()) => {
                     tracing::warn!(plugin = %sub.plugin, input = %input,
                         dead_letter = %sub.dead_letter, "dead-lettered after {attempts} attempt(s): {error}");
+                    self.metrics.dead_letter(&sub.plugin, &sub.topic);
                     self.set_stalled(sub, None);
                     return Handled::Commit;
                 }

@@ -26,6 +26,7 @@ pub use commit::{ID_HEADER, PLUGIN_HEADER, VERSION_HEADER};
 pub use messages::{SubscriptionRuntime, dead_letter_headers};
 
 use crate::bus::Bus;
+use crate::metrics::Metrics;
 use crate::runtime::{
     Failure, HttpRequest, HttpResponse, Invocation, InvokeError, LoadedPlugin, Registry, Runtime,
 };
@@ -135,6 +136,19 @@ pub struct Dispatcher {
     admission: Admission,
     /// Subscriptions that cannot make progress (name → why), e.g. waiting out an outage.
     stalled: Mutex<BTreeMap<String, String>>,
+    metrics: Arc<Metrics>,
+}
+
+/// What the dispatcher knows of one input while it runs it.
+struct Input<'a> {
+    plugin: &'a str,
+    kind: Kind,
+    /// The consumed topic, or `http`.
+    source: &'a str,
+    /// Names the input in its messages' ids.
+    id: &'a str,
+    /// Names the input in log lines.
+    label: Arc<str>,
 }
 
 impl Dispatcher {
@@ -146,6 +160,7 @@ impl Dispatcher {
         pending: Arc<PendingStore>,
         bus: Arc<dyn Bus>,
         max_instances: usize,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Dispatcher {
             runtime,
@@ -155,7 +170,19 @@ impl Dispatcher {
             commit_locks: Mutex::default(),
             admission: Admission::new(max_instances),
             stalled: Mutex::default(),
+            metrics,
         }
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The text of `GET /metrics`: the counters, and consumer lag and instances as they are.
+    pub fn render_metrics(&self) -> String {
+        self.metrics
+            .render(&self.bus.lag(), self.admission.in_use())
     }
 
     /// The plugin registry.
@@ -176,9 +203,15 @@ impl Dispatcher {
         plugin: &str,
         request: HttpRequest,
     ) -> Result<HttpResponse, InputError> {
-        let label: Arc<str> = format!("{} {}", request.method, request.path).into();
         // Re-runs of this request (after a conflict) give its messages the same ids.
         let id = format!("http/{}", uuid::Uuid::new_v4().simple());
+        let input = Input {
+            plugin,
+            kind: Kind::Http,
+            source: "http",
+            id: &id,
+            label: format!("{} {}", request.method, request.path).into(),
+        };
         let request = Arc::new(request);
         let call = move |runtime: Arc<Runtime>, loaded: Arc<LoadedPlugin>, label| {
             let request = request.clone();
@@ -186,10 +219,7 @@ impl Dispatcher {
         };
         let mut result = Err(InputError::Conflict);
         for _ in 0..MAX_CONFLICT_RERUNS {
-            result = match self
-                .run(plugin, Kind::Http, &id, label.clone(), &call)
-                .await
-            {
+            result = match self.run(&input, &call).await {
                 Ok((response, committing)) => match committing.settled().await {
                     Ok(()) => Ok(response),
                     // An earlier input whose writes this one may have read could not commit.
@@ -200,27 +230,35 @@ impl Dispatcher {
             };
             break;
         }
-        self.count(plugin, &result);
+        self.finished(plugin, "http", result.as_ref().err());
         result
     }
 
-    fn count<T>(&self, plugin: &str, result: &Result<T, InputError>) {
-        match result {
-            Ok(_) => self.registry.count_handled(plugin),
-            Err(_) => self.registry.count_failed(plugin),
-        }
+    /// Counts an input that committed (`None`) or failed.
+    fn finished(&self, plugin: &str, source: &str, error: Option<&InputError>) {
+        let outcome = match error {
+            None => {
+                self.registry.count_handled(plugin);
+                "ok"
+            }
+            Some(error) => {
+                self.registry.count_failed(plugin);
+                error.kind()
+            }
+        };
+        let version = self.registry.get(plugin).map(|p| p.info.version.clone());
+        let version = version.as_deref().unwrap_or("-");
+        self.metrics.input(plugin, version, source, outcome);
     }
 
     /// Runs `call` on a fresh instance of `plugin` until its commit is past the first stage,
     /// it fails, or it loses too many write conflicts.
     async fn run<T: Send + 'static>(
         self: &Arc<Self>,
-        plugin: &str,
-        kind: Kind,
-        id: &str,
-        label: Arc<str>,
+        input: &Input<'_>,
         call: &impl Fn(Arc<Runtime>, Arc<LoadedPlugin>, Arc<str>) -> Call<T>,
     ) -> Result<(T, Committing), InputError> {
+        let plugin = input.plugin;
         // First optimistically; after a conflict, the input re-runs holding its plugin's commit
         // lock, so no other commit can change what it reads and the next check succeeds.
         let mut exclusive = None;
@@ -230,14 +268,19 @@ impl Dispatcher {
                 .get(plugin)
                 .ok_or_else(|| InputError::NoPlugin(plugin.to_string()))?;
             let invocation = {
-                let _admitted = match self.admission.admit(&loaded.info, kind).await {
+                let _admitted = match self.admission.admit(&loaded.info, input.kind).await {
                     Ok(admitted) => admitted,
                     Err(Refusal::Overloaded(overloaded)) => return Err(overloaded.into()),
                     Err(Refusal::ShuttingDown) => return Err(InputError::ShuttingDown),
                 };
                 // The instance lives inside this call: when it returns (or is dropped), the
                 // instance is gone before the slot is released.
-                call(self.runtime.clone(), loaded.clone(), label.clone()).await
+                let started = std::time::Instant::now();
+                let invocation = call(self.runtime.clone(), loaded.clone(), input.label.clone());
+                let invocation = invocation.await;
+                let seconds = started.elapsed().as_secs_f64();
+                self.metrics.handler_time(plugin, input.source, seconds);
+                invocation
             };
             let value = match invocation.outcome {
                 Ok(Ok(value)) => value,
@@ -245,12 +288,12 @@ impl Dispatcher {
                 Err(e) => return Err(InputError::Invoke(e)),
             };
             match self
-                .commit(&loaded.info, id, invocation.effects, exclusive.take())
+                .commit(&loaded.info, input.id, invocation.effects, exclusive.take())
                 .await
             {
                 Ok(committing) => return Ok((value, committing)),
                 Err(CommitError::Conflict) => {
-                    tracing::debug!(plugin = %plugin, input = %label, "write conflict, running the input again");
+                    tracing::debug!(plugin = %plugin, input = %input.label, "write conflict, running the input again");
                     exclusive = Some(self.commit_lock(plugin).lock_owned().await);
                 }
                 Err(e) => return Err(e.into()),
@@ -309,9 +352,10 @@ mod tests {
     #[test]
     fn commit_locks_follow_the_deployment() {
         let dir = tempfile::tempdir().unwrap();
-        let store = PendingStore::new(Arc::new(
-            EmbeddedStore::open(&dir.path().join("state.redb")).unwrap(),
-        ));
+        let store = PendingStore::new(
+            Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).unwrap()),
+            Arc::default(),
+        );
         let settings = RuntimeSettings {
             max_memory_bytes: 1 << 20,
             max_instances: 1,
@@ -320,7 +364,14 @@ mod tests {
         };
         let runtime = Arc::new(Runtime::new(settings, store.clone()).unwrap());
         let bus = Arc::new(EmbeddedBus::new());
-        let dispatcher = Dispatcher::new(runtime, Arc::new(Registry::new()), store, bus, 1);
+        let dispatcher = Dispatcher::new(
+            runtime,
+            Arc::new(Registry::new()),
+            store,
+            bus,
+            1,
+            Arc::default(),
+        );
         let held = dispatcher.commit_lock("busy");
         for i in 0..100 {
             dispatcher.commit_lock(&format!("removed-{i}"));

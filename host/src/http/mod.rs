@@ -109,10 +109,16 @@ async fn dispatch(State(state): State<Arc<HttpState>>, request: Request) -> Resp
     let routes = state.routes();
     let path = request.uri().path().to_string();
     match routes.find(request.method().as_str(), &path) {
-        Match::Found(route, params) => match call_plugin(&state, route, params, request).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
-        },
+        Match::Found(route, params) => {
+            let method = request.method().clone();
+            let response = match call_plugin(&state, route, params, request).await {
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            };
+            let status = response.status().as_u16();
+            (state.dispatcher.metrics()).http_request(&route.pattern, method.as_str(), status);
+            response
+        }
         // A file still answers GET and HEAD where routes take only other methods, so that
         // e.g. `POST /` can go to a plugin while `GET /` serves the page.
         Match::MethodNotAllowed(allow) => {

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{StateError, StateStore, Write};
+use crate::metrics::Metrics;
 
 /// Most inputs whose writes go into one store transaction.
 const MAX_BATCH: usize = 1024;
@@ -43,6 +44,7 @@ pub struct PendingStore {
     handoff: Mutex<()>,
     writer: OnceLock<mpsc::UnboundedSender<Request>>,
     next_id: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// A registered value and the ticket that wrote it; `None` deletes.
@@ -111,10 +113,11 @@ struct Request {
 }
 
 impl PendingStore {
-    /// Pending writes over `store`.
-    pub fn new(store: Arc<dyn StateStore>) -> Arc<Self> {
+    /// Pending writes over `store`; the size of each group commit goes to `metrics`.
+    pub fn new(store: Arc<dyn StateStore>, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(PendingStore {
             store,
+            metrics,
             namespaces: Mutex::default(),
             handoff: Mutex::default(),
             writer: OnceLock::new(),
@@ -325,9 +328,13 @@ async fn write_batches(
             .iter_mut()
             .map(|r| (r.namespace.clone(), std::mem::take(&mut r.writes)))
             .collect();
-        let Some(store) = pending.upgrade().map(|p| p.store.clone()) else {
+        let Some((store, metrics)) = pending
+            .upgrade()
+            .map(|p| (p.store.clone(), p.metrics.clone()))
+        else {
             return;
         };
+        metrics.commit_batch(accepted.len());
         let result = match tokio::task::spawn_blocking(move || store.apply_batch(&writes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ApplyError::Store(e.to_string())),
@@ -382,7 +389,7 @@ mod tests {
             failing: AtomicBool::new(false),
             batches: Mutex::default(),
         });
-        let pending = PendingStore::new(flaky.clone());
+        let pending = PendingStore::new(flaky.clone(), Arc::default());
         (dir, flaky, pending)
     }
 
