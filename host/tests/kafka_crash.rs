@@ -402,9 +402,9 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-/// `GET /healthz`: the status code and `status` field, or `None` when it did not answer.
+/// `GET /readyz`: the status code and `status` field, or `None` when it did not answer.
 async fn health(client: &reqwest::Client, url: &str) -> Option<(u16, String)> {
-    let response = client.get(format!("{url}/healthz")).send().await.ok()?;
+    let response = client.get(format!("{url}/readyz")).send().await.ok()?;
     let code = response.status().as_u16();
     let body: serde_json::Value = response.json().await.ok()?;
     Some((
@@ -881,7 +881,7 @@ async fn an_outage_longer_than_the_retry_budget_dead_letters_nothing() {
     broker_restart_under_load("outage", tuning, Duration::from_secs(15)).await;
 }
 
-/// Runs a host under a steady stream of inputs, stops the broker, checks that `/healthz`
+/// Runs a host under a steady stream of inputs, stops the broker, checks that `/readyz`
 /// reports degraded, keeps it down `down_for` longer, starts it again, and checks that the host
 /// reconnects by itself and that every input produced ends up with its effects.
 async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duration) {
@@ -893,7 +893,7 @@ async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duratio
     wait_for(Duration::from_secs(60), "a healthy host", || async {
         match health(&client, &host.url).await {
             Some((200, _)) => Ok(()),
-            other => Err(format!("healthz: {other:?}")),
+            other => Err(format!("readyz: {other:?}")),
         }
     })
     .await;
@@ -927,11 +927,11 @@ async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duratio
     let stop_took = kafka_script_async("stop").await;
     let degraded = wait_for(
         Duration::from_secs(60),
-        "healthz to report degraded while the broker is down",
+        "readyz to report degraded while the broker is down",
         || async {
             match health(&client, &host.url).await {
-                Some((503, status)) if status == "degraded" => Ok(stopping.elapsed()),
-                other => Err(format!("healthz: {other:?}")),
+                Some((503, status)) if status == "not ready" => Ok(stopping.elapsed()),
+                other => Err(format!("readyz: {other:?}")),
             }
         },
     )
@@ -956,11 +956,11 @@ async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duratio
     });
     let healthy = wait_for(
         Duration::from_secs(180),
-        "healthz back to 200 after the broker restart",
+        "readyz back to 200 after the broker restart",
         || async {
             match health(&client, &host.url).await {
                 Some((200, _)) => Ok(starting.elapsed()),
-                other => Err(format!("healthz: {other:?}\n{}", tail(&host.log))),
+                other => Err(format!("readyz: {other:?}\n{}", tail(&host.log))),
             }
         },
     )
@@ -1042,7 +1042,7 @@ async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duratio
     );
     match health(&client, &host.url).await {
         Some((200, _)) => {}
-        other => panic!("healthz after the run: {other:?}"),
+        other => panic!("readyz after the run: {other:?}"),
     }
     let duplicated = counts.values().filter(|c| **c > 1).count();
     assert!(
@@ -1054,8 +1054,8 @@ async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duratio
     println!(
         "broker restart ({name}): {total} inputs ({} input records, {} sends retried by the test \
          producer); {produced_before_stop} produced before the stop, {} during the outage; \
-         stop took {:.1} s, healthz degraded {:.1} s after the stop began; the broker's port \
-         opened {:.1} s after the start began, healthz back to 200 after {:.1} s ({:.1} s \
+         stop took {:.1} s, readyz degraded {:.1} s after the stop began; the broker's port \
+         opened {:.1} s after the start began, readyz back to 200 after {:.1} s ({:.1} s \
          after the port opened; scripts/kafka start returned after {:.1} s); whole outage \
          as seen by the host {:.1} s; {duplicated} outputs duplicated; all effects present {:.1} s after the last \
          input; test took {:.1} s",
@@ -1105,10 +1105,10 @@ async fn an_idle_host_reports_healthy_again_after_a_broker_restart() {
     .await;
 
     kafka_script_async("stop").await;
-    wait_for(Duration::from_secs(60), "healthz degraded", || async {
+    wait_for(Duration::from_secs(60), "readyz degraded", || async {
         match health(&client, &host.url).await {
-            Some((503, status)) if status == "degraded" => Ok(()),
-            other => Err(format!("healthz: {other:?}")),
+            Some((503, status)) if status == "not ready" => Ok(()),
+            other => Err(format!("readyz: {other:?}")),
         }
     })
     .await;
@@ -1116,11 +1116,11 @@ async fn an_idle_host_reports_healthy_again_after_a_broker_restart() {
     let back = Instant::now();
     wait_for(
         Duration::from_secs(60),
-        "healthz back to 200 with no traffic after the broker restart",
+        "readyz back to 200 with no traffic after the broker restart",
         || async {
             match health(&client, &host.url).await {
                 Some((200, _)) => Ok(()),
-                other => Err(format!("healthz: {other:?}")),
+                other => Err(format!("readyz: {other:?}")),
             }
         },
     )

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod admin_client;
 mod deployment;
+pub mod readiness;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -150,6 +151,7 @@ impl Host {
                 token: token.map(Into::into),
             },
         );
+        let readiness = readiness::router(self.deployment.clone());
         let mut servers = Vec::new();
         let mut admin_addr = None;
         let limits = ServerLimits {
@@ -163,9 +165,9 @@ impl Host {
                     .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
                 admin_addr = Some(admin_listener.local_addr()?);
                 servers.push(serve(admin_listener, admin, limits, shutdown.clone()));
-                crate::http::router(self.http.clone())
+                crate::http::router_with(self.http.clone(), readiness)
             }
-            None => crate::http::router_with(self.http.clone(), admin),
+            None => crate::http::router_with(self.http.clone(), readiness.merge(admin)),
         };
         servers.push(serve(listener, app, limits, shutdown.clone()));
         self.deployment.start(shutdown.clone()).await;
