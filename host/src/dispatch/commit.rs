@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedMutexGuard, oneshot};
 
-use super::Dispatcher;
+use super::trace::TRACEPARENT;
+use super::{Dispatcher, Input};
 use crate::bus::{Acks, BusError};
 use crate::runtime::{Effects, OutMessage, PluginInfo};
 use crate::state::{ApplyError, StateError, StateStore, Ticket};
@@ -56,12 +57,12 @@ impl Committing {
 }
 
 impl Dispatcher {
-    /// Commits `effects` of input `input` that succeeded on `plugin`: resolves after the first
-    /// stage. `exclusive` is the plugin's commit lock when the caller already holds it.
+    /// Commits `effects` of `input` that succeeded on `plugin`: resolves after the first stage.
+    /// `exclusive` is the plugin's commit lock when the caller already holds it.
     pub(super) async fn commit(
         self: &Arc<Self>,
         plugin: &PluginInfo,
-        input: &str,
+        input: &Input<'_>,
         mut effects: Effects,
         exclusive: Option<OwnedMutexGuard<()>>,
     ) -> Result<Committing, CommitError> {
@@ -191,9 +192,12 @@ fn bus_error(error: BusError) -> CommitError {
     }
 }
 
-/// Adds the producing plugin's name and version, and the message's id, to every message.
-fn stamp(plugin: &PluginInfo, input: &str, mut messages: Vec<OutMessage>) -> Vec<OutMessage> {
+/// Adds the producing plugin's name and version, the message's id and the input's span as its
+/// trace parent (replacing any a plugin copied over) to every message.
+fn stamp(plugin: &PluginInfo, input: &Input<'_>, mut messages: Vec<OutMessage>) -> Vec<OutMessage> {
+    let traceparent = input.span.traceparent();
     for (n, message) in messages.iter_mut().enumerate() {
+        (message.headers).retain(|(name, _)| !name.eq_ignore_ascii_case(TRACEPARENT));
         message
             .headers
             .push((PLUGIN_HEADER.into(), plugin.name.clone().into_bytes()));
@@ -202,7 +206,8 @@ fn stamp(plugin: &PluginInfo, input: &str, mut messages: Vec<OutMessage>) -> Vec
             .push((VERSION_HEADER.into(), plugin.version.clone().into_bytes()));
         message
             .headers
-            .push((ID_HEADER.into(), format!("{input}#{n}").into_bytes()));
+            .push((ID_HEADER.into(), format!("{}#{n}", input.id).into_bytes()));
+        (message.headers).push((TRACEPARENT.into(), traceparent.clone().into_bytes()));
     }
     messages
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::Kind;
 use super::commit::{CommitError, Committing, PLUGIN_HEADER, VERSION_HEADER};
+use super::trace::{Span, TRACEPARENT};
 use super::{Dispatcher, Input, InputError};
 use crate::bus::{BusError, Finish, Handled, Record, RecordHandler};
 use crate::runtime::{Delivery, LoadedPlugin, Message, OutMessage, Runtime};
@@ -95,6 +96,11 @@ impl Dispatcher {
             source: &settings.topic,
             id: &id,
             label: format!("{}/{}@{}", record.topic, record.partition, record.offset).into(),
+            span: Span::continuing(
+                (record.headers.iter())
+                    .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
+                    .map(|(_, value)| value.as_slice()),
+            ),
         };
         let mut attempt = 1;
         let mut outage_delay = settings.backoff;
@@ -116,7 +122,8 @@ impl Dispatcher {
                 return Finish::now(handled);
             }
             self.finished(&settings.plugin, &settings.topic, Some(&error));
-            tracing::warn!(plugin = %settings.plugin, input = %input.label, attempt, kind = error.kind(), "input failed: {error}");
+            tracing::warn!(plugin = %settings.plugin, input = %input.label, trace_id = %input.span.trace_id(),
+                attempt, kind = error.kind(), "input failed: {error}");
             if matches!(error, InputError::Commit(_) | InputError::NoPlugin(_)) {
                 // The handler succeeded but the bus or the store could not take its effects, or
                 // the plugin is being replaced or removed: not the input's fault. Wait for them

@@ -11,12 +11,14 @@
 mod admission;
 mod commit;
 mod messages;
+mod trace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
+use tracing::Instrument as _;
 
 use admission::{Admission, Kind, Refusal};
 
@@ -24,6 +26,7 @@ pub use admission::{Overloaded, RETRY_AFTER};
 use commit::{CommitError, Committing};
 pub use commit::{ID_HEADER, PLUGIN_HEADER, VERSION_HEADER};
 pub use messages::{SubscriptionRuntime, dead_letter_headers};
+pub use trace::{Span, TRACEPARENT};
 
 use crate::bus::Bus;
 use crate::metrics::Metrics;
@@ -149,6 +152,8 @@ struct Input<'a> {
     id: &'a str,
     /// Names the input in log lines.
     label: Arc<str>,
+    /// Its place in a trace: its messages carry it as their parent.
+    span: Span,
 }
 
 impl Dispatcher {
@@ -205,12 +210,16 @@ impl Dispatcher {
     ) -> Result<HttpResponse, InputError> {
         // Re-runs of this request (after a conflict) give its messages the same ids.
         let id = format!("http/{}", uuid::Uuid::new_v4().simple());
+        let parent = (request.headers.iter())
+            .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
+            .map(|(_, value)| value.as_bytes());
         let input = Input {
             plugin,
             kind: Kind::Http,
             source: "http",
             id: &id,
             label: format!("{} {}", request.method, request.path).into(),
+            span: Span::continuing(parent),
         };
         let request = Arc::new(request);
         let call = move |runtime: Arc<Runtime>, loaded: Arc<LoadedPlugin>, label| {
@@ -258,6 +267,17 @@ impl Dispatcher {
         input: &Input<'_>,
         call: &impl Fn(Arc<Runtime>, Arc<LoadedPlugin>, Arc<str>) -> Call<T>,
     ) -> Result<(T, Committing), InputError> {
+        // Every log line of the input, the plugin's own included, names it and its trace.
+        let log = tracing::info_span!("input", plugin = %input.plugin, input = %input.label,
+            trace_id = %input.span.trace_id());
+        self.run_logged(input, call).instrument(log).await
+    }
+
+    async fn run_logged<T: Send + 'static>(
+        self: &Arc<Self>,
+        input: &Input<'_>,
+        call: &impl Fn(Arc<Runtime>, Arc<LoadedPlugin>, Arc<str>) -> Call<T>,
+    ) -> Result<(T, Committing), InputError> {
         let plugin = input.plugin;
         // First optimistically; after a conflict, the input re-runs holding its plugin's commit
         // lock, so no other commit can change what it reads and the next check succeeds.
@@ -288,12 +308,12 @@ impl Dispatcher {
                 Err(e) => return Err(InputError::Invoke(e)),
             };
             match self
-                .commit(&loaded.info, input.id, invocation.effects, exclusive.take())
+                .commit(&loaded.info, input, invocation.effects, exclusive.take())
                 .await
             {
                 Ok(committing) => return Ok((value, committing)),
                 Err(CommitError::Conflict) => {
-                    tracing::debug!(plugin = %plugin, input = %input.label, "write conflict, running the input again");
+                    tracing::debug!("write conflict, running the input again");
                     exclusive = Some(self.commit_lock(plugin).lock_owned().await);
                 }
                 Err(e) => return Err(e.into()),
