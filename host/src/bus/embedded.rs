@@ -19,15 +19,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::partition_log::{Fetch, Limits, PartitionLog};
 use super::pipeline::{self, PartitionSource};
-use super::{Acks, Bus, BusError, Limit, Record, RecordHandler, Retention, TopicSpec};
+use super::{Acks, Bus, BusError, Limit, Record, RecordHandler, Retention, TailFrom, TopicSpec};
 use crate::metrics::PartitionLag;
 use crate::runtime::OutMessage;
+
+/// Records a tail reader may have fetched and not yet taken.
+const TAIL_BUFFER: usize = 256;
 
 /// How often age retention is applied to partitions that receive no records.
 const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -150,6 +153,46 @@ impl EmbeddedBus {
     }
 
     /// Starts the periodic age check once, if there is a runtime to run it on.
+    /// [`Bus::tail`]: nothing to wait for in memory.
+    fn tail_now(&self, topic: &str, from: TailFrom) -> Result<mpsc::Receiver<Record>, BusError> {
+        let topic_log = self.topic(topic)?;
+        let (records, receiver) = mpsc::channel(TAIL_BUFFER);
+        for partition in &topic_log.partitions {
+            let (partition, records) = (partition.clone(), records.clone());
+            let mut end = partition.end.subscribe();
+            let mut next = {
+                let log = partition.log();
+                match from {
+                    TailFrom::End => log.end(),
+                    TailFrom::Beginning => log.start(),
+                    TailFrom::Offset(offset) => offset.clamp(log.start(), log.end()),
+                    TailFrom::Time(ms) => (log.records())
+                        .find(|r| r.timestamp_ms.is_some_and(|t| t >= ms))
+                        .map_or(log.end(), |r| r.offset),
+                }
+            };
+            tokio::spawn(async move {
+                loop {
+                    let fetched = partition.log().fetch(next);
+                    match fetched {
+                        Fetch::Record(record) => {
+                            next = record.offset + 1;
+                            if records.send((*record).clone()).await.is_err() {
+                                return;
+                            }
+                        }
+                        Fetch::Dropped { start } => next = start,
+                        Fetch::End => tokio::select! {
+                            _ = records.closed() => return,
+                            changed = end.changed() => if changed.is_err() { return },
+                        },
+                    }
+                }
+            });
+        }
+        Ok(receiver)
+    }
+
     fn start_age_check(&self) {
         let mut task = self.age_check.lock().unwrap_or_else(|e| e.into_inner());
         if task.is_some() {
@@ -324,6 +367,14 @@ impl Bus for EmbeddedBus {
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|p| *p != pair);
         }))
+    }
+
+    fn tail(
+        &self,
+        topic: &str,
+        from: TailFrom,
+    ) -> BoxFuture<'_, Result<mpsc::Receiver<Record>, BusError>> {
+        futures::future::ready(self.tail_now(topic, from)).boxed()
     }
 
     fn lag(&self) -> Vec<PartitionLag> {

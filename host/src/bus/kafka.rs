@@ -29,15 +29,20 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::pipeline::{self, PartitionSource};
-use super::{Acks, Bus, BusError, Health, Limit, Record, RecordHandler, Retention, TopicSpec};
+use super::{
+    Acks, Bus, BusError, Health, Limit, Record, RecordHandler, Retention, TailFrom, TopicSpec,
+};
 use crate::metrics::PartitionLag;
 use crate::runtime::OutMessage;
 
+/// Records a tail reader may have fetched and not yet taken.
+const TAIL_BUFFER: usize = 256;
 /// librdkafka's default `message.max.bytes`.
 const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 /// What a record's framing adds to its key, value and headers, at most (a generous bound).
@@ -393,6 +398,58 @@ impl Bus for KafkaBus {
         }))
     }
 
+    fn tail(
+        &self,
+        topic: &str,
+        from: TailFrom,
+    ) -> BoxFuture<'_, Result<mpsc::Receiver<Record>, BusError>> {
+        let topic = topic.to_string();
+        async move {
+            // A group of its own that never commits: no subscription is affected. Its problems
+            // stay out of the host's health.
+            let consumer: StreamConsumer<Context> = self
+                .settings
+                .client_config()
+                .set(
+                    "group.id",
+                    format!("eventhost-tail-{}", uuid::Uuid::new_v4()),
+                )
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "false")
+                .set_all(&self.settings.options)
+                .create_with_context(Context {
+                    reachability: Arc::default(),
+                    group: None,
+                    lags: Arc::default(),
+                })
+                .map_err(|e| BusError::Other(format!("kafka consumer: {e}")))?;
+            let consumer = Arc::new(consumer);
+            let (c, t) = (consumer.clone(), topic.clone());
+            tokio::task::spawn_blocking(move || assign_for_tail(&c, &t, from))
+                .await
+                .map_err(|e| BusError::Other(e.to_string()))??;
+            let (records, receiver) = mpsc::channel(TAIL_BUFFER);
+            tokio::spawn(async move {
+                loop {
+                    let message = tokio::select! {
+                        _ = records.closed() => return,
+                        message = consumer.recv() => message,
+                    };
+                    match message {
+                        Ok(message) => {
+                            if records.send(to_record(&message)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::debug!(topic, "tail: {e}"),
+                    }
+                }
+            });
+            Ok(receiver)
+        }
+        .boxed()
+    }
+
     fn max_message_bytes(&self) -> Option<usize> {
         let configured =
             (self.settings.options.get("message.max.bytes")).and_then(|v| v.parse::<usize>().ok());
@@ -419,6 +476,35 @@ impl Bus for KafkaBus {
     fn describe(&self) -> String {
         format!("kafka at {}", self.settings.bootstrap)
     }
+}
+
+/// Assigns every partition of `topic` to `consumer`, starting `from` there. Blocking.
+fn assign_for_tail(
+    consumer: &StreamConsumer<Context>,
+    topic: &str,
+    from: TailFrom,
+) -> Result<(), BusError> {
+    let partitions = partition_count(consumer, topic)? as i32;
+    let start = match from {
+        TailFrom::End => Offset::End,
+        TailFrom::Beginning => Offset::Beginning,
+        TailFrom::Offset(offset) => Offset::Offset(offset),
+        // Looked up below: the timestamp stands where the offset will be.
+        TailFrom::Time(ms) => Offset::Offset(ms),
+    };
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition_offset(topic, partition, start)
+            .map_err(|e| BusError::Other(e.to_string()))?;
+    }
+    if let TailFrom::Time(_) = from {
+        list = consumer
+            .offsets_for_times(list, Duration::from_secs(10))
+            .map_err(|e| BusError::Unavailable(format!("offsets of {topic} by time: {e}")))?;
+    }
+    consumer
+        .assign(&list)
+        .map_err(|e| BusError::Other(format!("assign {topic}: {e}")))
 }
 
 /// How many partitions `topic` has, from the broker's metadata. Blocking.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -119,6 +120,19 @@ impl RecordHandler {
     fn start(&self, record: Record) -> BoxFuture<'static, Finish> {
         (self.start)(record)
     }
+}
+
+/// Where [`Bus::tail`] starts reading each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailFrom {
+    /// Only records published from now on.
+    End,
+    /// The earliest record kept.
+    Beginning,
+    /// This offset in every partition (or the earliest kept, if later).
+    Offset(i64),
+    /// The first record published at or after this time (milliseconds since the Unix epoch).
+    Time(i64),
 }
 
 /// Resolves once the bus acknowledged every message of one [`Bus::enqueue`] call.
@@ -245,6 +259,15 @@ pub trait Bus: Send + Sync + 'static {
         handler: RecordHandler,
         shutdown: CancellationToken,
     ) -> Result<JoinHandle<()>, BusError>;
+
+    /// Reads `topic` without a consumer group (nothing is committed, no subscription is
+    /// affected): every partition from `from` on, live, until the receiver is dropped. Records
+    /// of one partition arrive in order.
+    fn tail(
+        &self,
+        topic: &str,
+        from: TailFrom,
+    ) -> BoxFuture<'_, Result<mpsc::Receiver<Record>, BusError>>;
 
     /// The largest message the bus accepts, key, value and headers included; `None` when it
     /// has no limit of its own.
