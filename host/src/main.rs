@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use eventhost::app::{Host, RunningHost, load_plugins};
+use eventhost::app::{Host, RunningHost, load_plugins, tail};
+use eventhost::bus::{Bus as _, KafkaBus, KafkaSettings, TailFrom};
 use eventhost::config::{Allowed, BusConfig, Config};
 use eventhost::runtime::{Registry, Runtime};
 use eventhost::state::EmbeddedStore;
@@ -53,6 +55,27 @@ enum Command {
         /// The eventhost.toml file.
         config: PathBuf,
     },
+    /// Prints the messages of TOPIC as they come: key, the host's headers and the value.
+    /// Reads Kafka directly; on the embedded bus, asks the host running with CONFIG.
+    Tail {
+        /// The topic.
+        topic: String,
+        /// The eventhost.toml file: which bus, and where the host is.
+        #[arg(long, default_value = "eventhost.toml")]
+        config: PathBuf,
+        /// Start at the earliest kept record instead of the end.
+        #[arg(long, conflicts_with_all = ["from", "offset"])]
+        from_beginning: bool,
+        /// Start at the first record published at or after TIME (RFC 3339, or ago: `10m`).
+        #[arg(long, conflicts_with = "offset")]
+        from: Option<String>,
+        /// Start at this offset in every partition.
+        #[arg(long)]
+        offset: Option<i64>,
+        /// Stop after this many records.
+        #[arg(long)]
+        count: Option<usize>,
+    },
     /// Lists the plugins of the host running with CONFIG (from its admin routes).
     Plugins {
         /// The eventhost.toml file of the running host.
@@ -82,6 +105,23 @@ fn main() -> ExitCode {
             } => run(config, listen, state).await,
             Command::Check { config } => check(config).await,
             Command::Plugins { config, addr } => plugins(config, addr).await,
+            Command::Tail {
+                topic,
+                config,
+                from_beginning,
+                from,
+                offset,
+                count,
+            } => {
+                let from = match tail::start(from_beginning, from.as_deref(), offset) {
+                    Ok(from) => from,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                };
+                tail_topic(config, topic, from, count).await
+            }
         }
     })
 }
@@ -203,6 +243,62 @@ async fn plugins(path: PathBuf, addr: Option<std::net::SocketAddr>) -> ExitCode 
         }
         Err(e) => {
             eprintln!("error: cannot ask the host at {addr}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn tail_topic(
+    path: PathBuf,
+    topic: String,
+    from: TailFrom,
+    count: Option<usize>,
+) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let mut left = count.unwrap_or(usize::MAX);
+    let mut print = |record: tail::TailedRecord| {
+        println!("{}", tail::render(&record));
+        left -= 1;
+        left > 0
+    };
+    let result = match &config.bus {
+        BusConfig::Kafka(kafka) => {
+            let settings = KafkaSettings {
+                bootstrap: kafka.bootstrap.clone(),
+                client_id: kafka.client_id.clone(),
+                options: kafka.options.clone(),
+            };
+            match KafkaBus::new(settings) {
+                Ok(bus) => match bus.tail(&topic, from).await {
+                    Ok(mut records) => {
+                        while let Some(record) = records.recv().await {
+                            if !print(tail::TailedRecord::from(&record)) {
+                                break;
+                            }
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(anyhow::anyhow!(e)),
+                },
+                Err(e) => Err(anyhow::anyhow!(e)),
+            }
+        }
+        BusConfig::Embedded => {
+            let addr = config.server.admin_listen.unwrap_or(config.server.listen);
+            let token = (config.server.admin_token)
+                .or_else(|| std::env::var(eventhost::app::ADMIN_TOKEN_ENV).ok());
+            tail::follow(addr, token.as_deref(), &topic, from, print)
+                .await
+                .with_context(|| format!("tailing {topic} through the host at {addr}"))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

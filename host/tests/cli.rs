@@ -199,6 +199,73 @@ async fn run_logs_one_json_object_per_line_with_the_input_and_its_trace() {
     assert!(plugin_line["level"].is_string(), "{plugin_line}");
 }
 
+/// `eventhost tail` on the embedded bus goes through the running host: it shows a message a
+/// plugin published, with its key, the host's headers and the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_shows_a_produced_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), HELLO_AND_TESTKIT);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replace(
+        "[plugin.testkit]\n",
+        "[plugin.testkit]\npublish = [\"events\"]\n",
+    );
+    let more = "[[topic]]\nname = \"events\"\npartitions = 2\n\n[[route]]\nmethod = \"POST\"\npath = \"/t/{op}\"\nplugin = \"testkit\"\n";
+    std::fs::write(&file, format!("{text}\n{more}")).unwrap();
+    let (child, _stdout, url) = start_run(&file, &[]);
+    let client = reqwest::Client::new();
+    let published = client
+        .post(format!("{url}/t/publish?topic=events&key=k-1"))
+        .body(r#"{"hello":"tail"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        published.status(),
+        200,
+        "{}",
+        published.text().await.unwrap()
+    );
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut tail = Command::new(BIN);
+        tail.args([
+            "tail",
+            "events",
+            "--from-beginning",
+            "--count",
+            "1",
+            "--config",
+        ]);
+        tail.arg(&file);
+        // The host listens on a port of its own choosing: point the config at it.
+        let text = std::fs::read_to_string(&file).unwrap();
+        let text = text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        std::fs::write(&file, text).unwrap();
+        tail.output().unwrap()
+    });
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("tail ends after one record")
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.starts_with("events/"), "{printed}");
+    for part in [
+        "key k-1",
+        "eventhost-plugin: testkit",
+        "eventhost-id: http/",
+        "\"hello\": \"tail\"",
+    ] {
+        assert!(printed.contains(part), "{part} missing from:\n{printed}");
+    }
+    stop_run(child).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_prints_a_summary_logs_failures_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

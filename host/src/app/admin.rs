@@ -1,5 +1,6 @@
 //! Admin routes: `GET /admin/plugins` lists what is deployed and how it is doing;
-//! `GET /metrics` gives the host's metrics in Prometheus text format.
+//! `GET /metrics` gives the host's metrics in Prometheus text format; `GET /admin/tail` streams
+//! a topic's records (for `eventhost tail` on the embedded bus).
 //!
 //! They show paths and internal errors, so they are private: a caller on a loopback address
 //! is let in; anyone else must send the configured token as `Authorization: Bearer ..`, and
@@ -55,6 +56,7 @@ pub fn router(deployment: Arc<Deployment>, access: AdminAccess) -> Router {
     Router::new()
         .route("/admin/plugins", get(plugins))
         .route("/metrics", get(metrics))
+        .route("/admin/tail", get(super::tail::route))
         .route_layer(middleware::from_fn_with_state(access, require_access))
         .with_state(deployment)
 }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod admin_client;
 mod deployment;
 pub mod readiness;
+pub mod tail;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
