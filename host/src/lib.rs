@@ -5,7 +5,7 @@
 //! instance; the [`dispatch`]er applies the input's staged effects (published messages, state
 //! writes) only when it succeeded; the [`bus`] (embedded or Kafka) delivers records in
 //! partition order and commits after effects; [`state`] keeps each plugin's data durably;
-//! [`http`] serves the routes.
+//! [`http`] serves the routes; [`metrics`] counts what flows.
 
 #![deny(missing_docs)]
 
@@ -14,6 +14,7 @@ pub mod bus;
 pub mod config;
 pub mod dispatch;
 pub mod http;
+pub mod metrics;
 pub mod reload;
 pub mod runtime;
 pub mod state;

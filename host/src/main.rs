@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use eventhost::app::{Host, RunningHost, load_plugins};
+use eventhost::app::{Host, RunningHost, load_plugins, tail};
+use eventhost::bus::{Bus as _, KafkaBus, KafkaSettings, TailFrom};
 use eventhost::config::{Allowed, BusConfig, Config};
 use eventhost::runtime::{Registry, Runtime};
 use eventhost::state::EmbeddedStore;
@@ -24,6 +26,15 @@ const EXIT_CONFIG: u8 = 64;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines for people (`human`) or one JSON object per line (`json`), on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "EVENTHOST_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -44,6 +55,27 @@ enum Command {
         /// The eventhost.toml file.
         config: PathBuf,
     },
+    /// Prints the messages of TOPIC as they come: key, the host's headers and the value.
+    /// Reads Kafka directly; on the embedded bus, asks the host running with CONFIG.
+    Tail {
+        /// The topic.
+        topic: String,
+        /// The eventhost.toml file: which bus, and where the host is.
+        #[arg(long, default_value = "eventhost.toml")]
+        config: PathBuf,
+        /// Start at the earliest kept record instead of the end.
+        #[arg(long, conflicts_with_all = ["from", "offset"])]
+        from_beginning: bool,
+        /// Start at the first record published at or after TIME (RFC 3339, or ago: `10m`).
+        #[arg(long, conflicts_with = "offset")]
+        from: Option<String>,
+        /// Start at this offset in every partition.
+        #[arg(long)]
+        offset: Option<i64>,
+        /// Stop after this many records.
+        #[arg(long)]
+        count: Option<usize>,
+    },
     /// Lists the plugins of the host running with CONFIG (from its admin routes).
     Plugins {
         /// The eventhost.toml file of the running host.
@@ -55,15 +87,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -80,6 +105,23 @@ fn main() -> ExitCode {
             } => run(config, listen, state).await,
             Command::Check { config } => check(config).await,
             Command::Plugins { config, addr } => plugins(config, addr).await,
+            Command::Tail {
+                topic,
+                config,
+                from_beginning,
+                from,
+                offset,
+                count,
+            } => {
+                let from = match tail::start(from_beginning, from.as_deref(), offset) {
+                    Ok(from) => from,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                };
+                tail_topic(config, topic, from, count).await
+            }
         }
     })
 }
@@ -206,6 +248,62 @@ async fn plugins(path: PathBuf, addr: Option<std::net::SocketAddr>) -> ExitCode 
     }
 }
 
+async fn tail_topic(
+    path: PathBuf,
+    topic: String,
+    from: TailFrom,
+    count: Option<usize>,
+) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let mut left = count.unwrap_or(usize::MAX);
+    let mut print = |record: tail::TailedRecord| {
+        println!("{}", tail::render(&record));
+        left -= 1;
+        left > 0
+    };
+    let result = match &config.bus {
+        BusConfig::Kafka(kafka) => {
+            let settings = KafkaSettings {
+                bootstrap: kafka.bootstrap.clone(),
+                client_id: kafka.client_id.clone(),
+                options: kafka.options.clone(),
+            };
+            match KafkaBus::new(settings) {
+                Ok(bus) => match bus.tail(&topic, from).await {
+                    Ok(mut records) => {
+                        while let Some(record) = records.recv().await {
+                            if !print(tail::TailedRecord::from(&record)) {
+                                break;
+                            }
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(anyhow::anyhow!(e)),
+                },
+                Err(e) => Err(anyhow::anyhow!(e)),
+            }
+        }
+        BusConfig::Embedded => {
+            let addr = config.server.admin_listen.unwrap_or(config.server.listen);
+            let token = (config.server.admin_token)
+                .or_else(|| std::env::var(eventhost::app::ADMIN_TOKEN_ENV).ok());
+            tail::follow(addr, token.as_deref(), &topic, from, print)
+                .await
+                .with_context(|| format!("tailing {topic} through the host at {addr}"))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut term =
@@ -287,4 +385,19 @@ fn try_hint(config: &Config, addr: std::net::SocketAddr) -> Option<String> {
         .iter()
         .find(|r| r.method == "GET" && !r.path.contains('{'))?;
     Some(format!("  try:    curl http://{addr}{}", route.path))
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: info, compilers quiet).
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }

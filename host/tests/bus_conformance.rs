@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::eventually;
 use eventhost::bus::{
-    Bus, EmbeddedBus, Handled, KafkaBus, KafkaSettings, Limit, Record, Retention, TopicSpec,
+    Bus, EmbeddedBus, Handled, KafkaBus, KafkaSettings, Limit, Record, RecordHandler, Retention,
+    TailFrom, TopicSpec,
 };
 use eventhost::runtime::OutMessage;
 use futures::FutureExt;
@@ -56,7 +57,7 @@ fn recorder(
         .subscribe(
             topic,
             group,
-            Arc::new(move |r| {
+            RecordHandler::sequential(move |r| {
                 sink.lock().unwrap().push(r);
                 async { Handled::Commit }.boxed()
             }),
@@ -147,7 +148,7 @@ async fn resumes_from_the_committed_offset(bus: Arc<dyn Bus>) {
         .subscribe(
             &topic,
             "g-resume",
-            Arc::new(move |r| {
+            RecordHandler::sequential(move |r| {
                 let (sink, stopper) = (sink.clone(), stopper.clone());
                 async move {
                     if r.value == b"6" {
@@ -233,7 +234,7 @@ async fn partitions_run_in_parallel(bus: Arc<dyn Bus>) {
         .subscribe(
             &topic,
             group,
-            Arc::new(move |r| {
+            RecordHandler::sequential(move |r| {
                 let (gate, sink) = (gate.clone(), sink.clone());
                 async move {
                     if r.value == b"slow" {
@@ -438,6 +439,59 @@ fn embedded() -> Arc<dyn Bus> {
     Arc::new(EmbeddedBus::new())
 }
 
+/// A tail reads without a group: from the beginning it sees what is there and what comes;
+/// from the end, only what comes; from an offset, what follows it; and it commits nothing.
+async fn tails_a_topic_without_a_group(bus: Arc<dyn Bus>) {
+    let topic = with_topic(&bus, "tail", 2).await;
+    let before: Vec<_> = (0..4)
+        .map(|i| message(&topic, &format!("k{i}"), &format!("before-{i}")))
+        .collect();
+    bus.publish(before).await.unwrap();
+    let mut from_start = bus.tail(&topic, TailFrom::Beginning).await.unwrap();
+    let mut from_end = bus.tail(&topic, TailFrom::End).await.unwrap();
+    let mut from_one = bus.tail(&topic, TailFrom::Offset(1)).await.unwrap();
+    // Kafka assigns asynchronously: give the end position time to be fixed before publishing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    bus.publish(vec![message(&topic, "k0", "after")])
+        .await
+        .unwrap();
+
+    async fn take(tail: &mut tokio::sync::mpsc::Receiver<Record>, count: usize) -> Vec<Record> {
+        let mut records = Vec::new();
+        while records.len() < count {
+            let record = tokio::time::timeout(Duration::from_secs(20), tail.recv())
+                .await
+                .expect("a record within 20 s")
+                .expect("the tail is open");
+            records.push(record);
+        }
+        records.sort_by_key(|r| r.value.clone());
+        records
+    }
+    let values = |records: &[Record]| -> Vec<String> {
+        (records.iter())
+            .map(|r| String::from_utf8(r.value.clone()).unwrap())
+            .collect()
+    };
+    let everything = take(&mut from_start, 5).await;
+    assert_eq!(
+        values(&everything),
+        ["after", "before-0", "before-1", "before-2", "before-3"]
+    );
+    assert_eq!(values(&take(&mut from_end, 1).await), ["after"]);
+    // Offset 1 of each partition on: every record but the first of each partition.
+    let mut after_first: Vec<Record> = everything.into_iter().filter(|r| r.offset >= 1).collect();
+    after_first.sort_by_key(|r| r.value.clone());
+    let from_one = take(&mut from_one, after_first.len()).await;
+    assert_eq!(values(&from_one), values(&after_first));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), from_end.recv())
+            .await
+            .is_err(),
+        "nothing more from the end"
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),*) => {
         mod embedded_bus {
@@ -452,6 +506,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    tails_a_topic_without_a_group,
     keeps_order_within_each_key,
     carries_key_value_and_headers,
     resumes_from_the_committed_offset,

@@ -114,13 +114,20 @@ fn check_rejects_a_file_that_is_not_a_component() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_prints_a_summary_logs_failures_and_exits_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write_config(dir.path(), HELLO_AND_TESTKIT);
+/// Starts `eventhost run FILE ARGS...` with logs at info; returns it, its stdout after the
+/// first line, and the URL that line announced.
+fn start_run(
+    file: &std::path::Path,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    String,
+) {
     let mut child = Command::new(BIN)
         .arg("run")
-        .arg(&file)
+        .arg(file)
+        .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -134,27 +141,11 @@ async fn run_prints_a_summary_logs_failures_and_exits_cleanly_on_sigterm() {
         .strip_prefix("eventhost listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {first}"))
         .to_string();
-    let mut summary = String::new();
-    for _ in 0..8 {
-        stdout.read_line(&mut summary).unwrap();
-    }
-    assert!(
-        summary.contains("hello")
-            && summary.contains("testkit")
-            && summary.contains("/hello/{name}"),
-        "{summary}"
-    );
-    assert!(
-        summary.contains("memory 32 MiB, timeout 1000 ms"),
-        "{summary}"
-    );
+    (child, stdout, url)
+}
 
-    let client = reqwest::Client::new();
-    let hello = client.get(format!("{url}/hello/ada")).send().await.unwrap();
-    assert_eq!(hello.status(), 200);
-    let trapped = client.get(format!("{url}/t/trap")).send().await.unwrap();
-    assert_eq!(trapped.status(), 500);
-
+/// Sends SIGTERM, checks the clean exit and returns what the host wrote to stderr.
+async fn stop_run(mut child: std::process::Child) -> String {
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -176,6 +167,132 @@ async fn run_prints_a_summary_logs_failures_and_exits_cleanly_on_sigterm() {
         .expect("exits after SIGTERM")
         .unwrap();
     assert_eq!(exit.code(), Some(0), "{stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logs_one_json_object_per_line_with_the_input_and_its_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), HELLO_AND_TESTKIT);
+    let (child, _stdout, url) = start_run(&file, &["--log-format", "json"]);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client = reqwest::Client::new();
+    let logged = client
+        .get(format!("{url}/t/log"))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logged.status(), 200);
+    let stderr = stop_run(child).await;
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    // The plugin's own log line, inside its input's span.
+    let plugin_line = lines
+        .iter()
+        .find(|l| l["span"]["trace_id"] == trace)
+        .unwrap_or_else(|| panic!("no line with the trace id in:\n{stderr}"));
+    assert_eq!(plugin_line["span"]["plugin"], "testkit", "{plugin_line}");
+    assert_eq!(plugin_line["span"]["input"], "GET /t/log", "{plugin_line}");
+    assert!(plugin_line["level"].is_string(), "{plugin_line}");
+}
+
+/// `eventhost tail` on the embedded bus goes through the running host: it shows a message a
+/// plugin published, with its key, the host's headers and the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_shows_a_produced_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), HELLO_AND_TESTKIT);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text.replace(
+        "[plugin.testkit]\n",
+        "[plugin.testkit]\npublish = [\"events\"]\n",
+    );
+    let more = "[[topic]]\nname = \"events\"\npartitions = 2\n\n[[route]]\nmethod = \"POST\"\npath = \"/t/{op}\"\nplugin = \"testkit\"\n";
+    std::fs::write(&file, format!("{text}\n{more}")).unwrap();
+    let (child, _stdout, url) = start_run(&file, &[]);
+    let client = reqwest::Client::new();
+    let published = client
+        .post(format!("{url}/t/publish?topic=events&key=k-1"))
+        .body(r#"{"hello":"tail"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        published.status(),
+        200,
+        "{}",
+        published.text().await.unwrap()
+    );
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut tail = Command::new(BIN);
+        tail.args([
+            "tail",
+            "events",
+            "--from-beginning",
+            "--count",
+            "1",
+            "--config",
+        ]);
+        tail.arg(&file);
+        // The host listens on a port of its own choosing: point the config at it.
+        let text = std::fs::read_to_string(&file).unwrap();
+        let text = text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        std::fs::write(&file, text).unwrap();
+        tail.output().unwrap()
+    });
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("tail ends after one record")
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.starts_with("events/"), "{printed}");
+    for part in [
+        "key k-1",
+        "eventhost-plugin: testkit",
+        "eventhost-id: http/",
+        "\"hello\": \"tail\"",
+    ] {
+        assert!(printed.contains(part), "{part} missing from:\n{printed}");
+    }
+    stop_run(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_prints_a_summary_logs_failures_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), HELLO_AND_TESTKIT);
+    let (child, mut stdout, url) = start_run(&file, &[]);
+    let mut summary = String::new();
+    for _ in 0..8 {
+        stdout.read_line(&mut summary).unwrap();
+    }
+    assert!(
+        summary.contains("hello")
+            && summary.contains("testkit")
+            && summary.contains("/hello/{name}"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("memory 32 MiB, timeout 1000 ms"),
+        "{summary}"
+    );
+
+    let client = reqwest::Client::new();
+    let hello = client.get(format!("{url}/hello/ada")).send().await.unwrap();
+    assert_eq!(hello.status(), 200);
+    let trapped = client.get(format!("{url}/t/trap")).send().await.unwrap();
+    assert_eq!(trapped.status(), 500);
+
+    let stderr = stop_run(child).await;
     let failure_line = stderr
         .lines()
         .find(|l| l.contains("input failed"))

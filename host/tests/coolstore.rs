@@ -769,6 +769,50 @@ async fn checkout_publishes_exactly_one_order_with_the_cart_total_and_empties_th
     );
 }
 
+/// One checkout is one trace: the request's `traceparent` continues on the order it publishes,
+/// and the payment result of that order continues it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_and_its_payment_result_share_one_trace() {
+    let host = TestHost::start(&coolstore()).await;
+    let (orders, _stop) = collect(&host.bus(), "orders", "observer");
+    let (payments, _stop_payments) = collect(&host.bus(), "payments", "observer");
+    add(&host, "c1", "329299", 1).await;
+    let order_id = fresh_id("order");
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = host
+        .client
+        .post(format!("{}/api/cart/checkout/c1", host.url))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .body(order(&order_id, VALID_CARD).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    observed_through(&host, &orders, "orders", &order_id).await;
+    observed_through(&host, &payments, "payments", &order_id).await;
+    let parent = |record: &Record| {
+        let value = header(record, "traceparent").expect("a traceparent header");
+        let parts: Vec<String> = value.split('-').map(str::to_string).collect();
+        assert_eq!(parts.len(), 4, "{value}");
+        (parts[1].clone(), parts[2].clone())
+    };
+    let (order_trace, order_span) = parent(&keyed(&orders, &order_id)[0]);
+    let (payment_trace, payment_span) = parent(&keyed(&payments, &order_id)[0]);
+    assert_eq!(
+        order_trace, trace_id,
+        "the order continues the request's trace"
+    );
+    assert_eq!(
+        payment_trace, trace_id,
+        "the payment result continues it too"
+    );
+    assert_ne!(
+        order_span, "00f067aa0ba902b7",
+        "the cart's input has a span of its own"
+    );
+    assert_ne!(payment_span, order_span, "so has the payment's");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkout_rejects_bad_orders_with_json_errors_and_keeps_the_cart() {
     let host = TestHost::start(&coolstore()).await;

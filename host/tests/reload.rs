@@ -228,6 +228,57 @@ async fn a_dropped_in_plugin_deploys_and_removing_it_undeploys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_cannot_load_makes_the_host_not_ready_until_it_is_fixed() {
+    let main =
+        "[plugin.testkit]\n[[route]]\nmethod = \"GET\"\npath = \"/t/{op}\"\nplugin = \"testkit\"\n";
+    let host = Watched::start(main, &[("testkit.wasm", "testkit")]).await;
+    let readyz = || async {
+        let response = (host.client.get(format!("{}/readyz", host.url)).send().await).unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.unwrap())
+    };
+    assert_eq!(
+        readyz().await,
+        (200, serde_json::json!({"status": "ready"}))
+    );
+
+    // A new drop-in that is not a component: configured, but nothing can serve it.
+    host.put("broken.wasm", b"\0asm\x01\0\0\0");
+    let body = eventually(Duration::from_secs(30), "not ready", || async {
+        let (status, body) = readyz().await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(body["status"], "not ready");
+    assert_eq!(
+        body["reasons"],
+        serde_json::json!(["plugin broken is not loaded"]),
+        "{body}"
+    );
+    let metrics = (host
+        .client
+        .get(format!("{}/metrics", host.url))
+        .send()
+        .await)
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"eventhost_plugin_loads_total{plugin="broken",outcome="rejected"}"#),
+        "{metrics}"
+    );
+    // Live all along, and the other plugin keeps serving.
+    assert_eq!(host.status("/healthz").await, 200);
+    assert_eq!(host.status("/t/ok").await, 200);
+
+    host.put("broken.wasm", &dist("hello"));
+    eventually(Duration::from_secs(30), "ready again", || async {
+        (readyz().await.0 == 200).then_some(())
+    })
+    .await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_file_leaves_the_old_version_serving_and_a_later_good_one_loads() {
     let main = "[[topic]]\nname = \"in\"\npartitions = 1\n[plugin.testkit]\n[[route]]\nmethod = \"GET\"\npath = \"/t/{op}\"\nplugin = \"testkit\"\n[[subscription]]\ntopic = \"in\"\nplugin = \"testkit\"\n";
     let host = Watched::start(main, &[("testkit.wasm", "testkit")]).await;

@@ -44,6 +44,11 @@ impl Setup {
     }
 
     fn config(&self) -> String {
+        self.config_with("timeout_ms = 300", "")
+    }
+
+    /// The config with more `limits` of the plugin and more keys of the subscription.
+    fn config_with(&self, limits: &str, subscription: &str) -> String {
         let Setup {
             bus, input, output, ..
         } = self;
@@ -60,12 +65,13 @@ partitions = 3
 [plugin.testkit]
 publish = ["{output}"]
 config = {{ forward_to = "{output}" }}
-limits = {{ memory_mib = 32, timeout_ms = 300 }}
+limits = {{ memory_mib = 32, {limits} }}
 
 [[subscription]]
 topic = "{input}"
 plugin = "testkit"
 retry = {{ attempts = 3, backoff_ms = 10 }}
+{subscription}
 
 [[route]]
 method = "GET"
@@ -91,7 +97,15 @@ async fn publish(host: &TestHost, messages: Vec<OutMessage>) {
 }
 
 async fn keeps_order_per_key_and_stamps_the_producing_plugin(setup: Setup) {
-    let host = TestHost::start(&setup.config()).await;
+    keeps_order_per_key(setup, "").await;
+}
+
+async fn keeps_order_per_key_with_concurrency(setup: Setup) {
+    keeps_order_per_key(setup, "concurrency = 64").await;
+}
+
+async fn keeps_order_per_key(setup: Setup, subscription: &str) {
+    let host = TestHost::start(&setup.config_with("timeout_ms = 300", subscription)).await;
     let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
     let keys = ["k0", "k1", "k2", "k3", "k4"];
     let messages = (0..100)
@@ -125,7 +139,14 @@ async fn keeps_order_per_key_and_stamps_the_producing_plugin(setup: Setup) {
             .collect();
         assert_eq!(values, expected, "order of key {key}");
     }
+    let mut ids = std::collections::BTreeSet::new();
     for record in &records {
+        // The id names the input (topic/partition/offset) and the message's place among its
+        // outputs: the same on every re-run, so consumers can drop duplicates by it.
+        let id = header(record, "eventhost-id").expect("every message has an id");
+        let input = format!("{}/{}/", setup.input, record.partition);
+        assert!(id.starts_with(&input) && id.ends_with("#0"), "{id}");
+        assert!(ids.insert(id), "ids are unique");
         assert_eq!(
             header(record, "eventhost-plugin").as_deref(),
             Some("testkit")
@@ -304,8 +325,128 @@ macro_rules! on_both_buses {
     };
 }
 
+/// Pipelined inputs read the writes of earlier ones that are still committing, and concurrent
+/// read-modify-writes from three partitions (and, with `concurrency`, from many keys of one
+/// partition) all survive: every count from 1 to N is sent exactly once.
+async fn counts_exactly_across_pipelined_and_parallel_inputs(setup: Setup, subscription: &str) {
+    let host = TestHost::start(&setup.config_with("timeout_ms = 2000", subscription)).await;
+    let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
+    const N: usize = 300;
+    let messages = (0..N)
+        .map(|i| setup.message(&format!("k{i}"), "count:c"))
+        .collect();
+    publish(&host, messages).await;
+    eventually(Duration::from_secs(60), "every count sent", || async {
+        (out.lock().unwrap().len() >= N).then_some(())
+    })
+    .await;
+    // Duplicates, if any, would arrive right behind.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let records = out.lock().unwrap().clone();
+    let mut counts: Vec<usize> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).parse().unwrap())
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=N).collect::<Vec<_>>());
+}
+
+async fn counts_exactly_when_pipelined(setup: Setup) {
+    counts_exactly_across_pipelined_and_parallel_inputs(setup, "").await;
+}
+
+async fn counts_exactly_with_concurrency(setup: Setup) {
+    counts_exactly_across_pipelined_and_parallel_inputs(setup, "concurrency = 64").await;
+}
+
+/// The workshop's slow payment service: each input waits 5 s. With `concurrency = 64`, inputs
+/// with different keys wait together, so 100 inputs on 3 partitions take two rounds, not 34.
+async fn slow_inputs_with_different_keys_wait_together(setup: Setup) {
+    let limits = "timeout_ms = 10000, concurrency = 128";
+    let host = TestHost::start(&setup.config_with(limits, "concurrency = 64")).await;
+    let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
+    let messages = (0..100)
+        .map(|i| setup.message(&format!("order-{i}"), "sleep:5000"))
+        .collect();
+    let started = std::time::Instant::now();
+    publish(&host, messages).await;
+    eventually(
+        Duration::from_secs(60),
+        "100 slow inputs handled",
+        || async { (out.lock().unwrap().len() >= 100).then_some(()) },
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "100 inputs of 5 s took {took:?}"
+    );
+}
+
+/// `GET /metrics` counts inputs by plugin, version, source and outcome, what was produced and
+/// dead-lettered, HTTP requests by route, and each group's lag per partition.
+async fn metrics_count_what_flows(setup: Setup) {
+    let host = TestHost::start(&setup.config()).await;
+    let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
+    let (dead, _stop_dlq) = collect(&host.bus(), &setup.dead_letter, "observer");
+    let mut messages: Vec<OutMessage> = (0..5)
+        .map(|i| setup.message(&format!("k{i}"), format!("record:{i}")))
+        .collect();
+    messages.push(setup.message("bad", "invalid"));
+    publish(&host, messages).await;
+    assert_eq!(host.get("/t/ok").await.status(), 200);
+    eventually(Duration::from_secs(30), "the inputs handled", || async {
+        let done = out.lock().unwrap().len() == 5 && dead.lock().unwrap().len() == 1;
+        done.then_some(())
+    })
+    .await;
+    let version = host
+        .host()
+        .dispatcher()
+        .registry()
+        .get("testkit")
+        .unwrap()
+        .info
+        .version
+        .clone();
+    let (input, output) = (&setup.input, &setup.output);
+    let expected = [
+        format!(
+            r#"eventhost_inputs_total{{plugin="testkit",version="{version}",source="{input}",outcome="ok"}} 5"#
+        ),
+        format!(
+            r#"eventhost_inputs_total{{plugin="testkit",version="{version}",source="{input}",outcome="invalid"}} 1"#
+        ),
+        format!(
+            r#"eventhost_inputs_total{{plugin="testkit",version="{version}",source="http",outcome="ok"}} 1"#
+        ),
+        format!(r#"eventhost_dead_letters_total{{plugin="testkit",source="{input}"}} 1"#),
+        format!(r#"eventhost_messages_produced_total{{topic="{output}"}} 5"#),
+        r#"eventhost_http_requests_total{route="/t/{op}",method="GET",status="200"} 1"#.into(),
+        format!(r#"eventhost_consumer_lag_records{{group="testkit",topic="{input}",partition="#),
+    ];
+    // Kafka reports lag in its statistics, once a second.
+    let text = eventually(Duration::from_secs(20), "every expected line", || async {
+        let response = host.get("/metrics").await;
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        expected
+            .iter()
+            .all(|line| text.contains(line))
+            .then_some(text)
+    })
+    .await;
+    assert!(text.contains("eventhost_handler_seconds_bucket{"), "{text}");
+    assert!(text.contains("eventhost_plugin_loads_total{plugin=\"testkit\",outcome=\"ok\"} 1"));
+}
+
 on_both_buses!(
+    metrics_count_what_flows,
     keeps_order_per_key_and_stamps_the_producing_plugin,
+    keeps_order_per_key_with_concurrency,
+    counts_exactly_when_pipelined,
+    counts_exactly_with_concurrency,
+    slow_inputs_with_different_keys_wait_together,
     transient_failures_are_retried_until_they_succeed,
     failures_end_in_the_dead_letter_topic_with_reasons_and_original_bytes,
     a_failed_input_leaves_no_state_behind
@@ -373,4 +514,70 @@ async fn a_message_the_broker_refuses_is_dead_lettered_without_retries() {
     .await;
     // Health is fine: a refusal is not an outage.
     assert_eq!(host.get("/healthz").await.status(), 200);
+}
+
+/// Partitions added to a topic while the host consumes it are consumed too (once the clients
+/// see the new metadata; the refresh interval is shortened here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_to_a_consumed_topic_are_consumed() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+
+    let mut setup = Setup::kafka();
+    setup
+        .bus
+        .push_str("[bus.options]\n\"topic.metadata.refresh.interval.ms\" = \"1000\"\n");
+    let config = setup
+        .config()
+        .replacen("partitions = 3", "partitions = 1", 1);
+    let host = TestHost::start(&config).await;
+    let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
+    publish(&host, vec![setup.message("before", "record:before")]).await;
+    eventually(
+        Duration::from_secs(30),
+        "the first record forwarded",
+        || async { (!out.lock().unwrap().is_empty()).then_some(()) },
+    )
+    .await;
+
+    let bootstrap =
+        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("admin client");
+    let added = admin
+        .create_partitions(&[NewPartitions::new(&setup.input, 3)], &AdminOptions::new())
+        .await
+        .expect("create partitions");
+    assert!(added.iter().all(Result::is_ok), "{added:?}");
+    // Wait until the host's producer sees all three partitions, so keys spread over them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let messages = (0..30)
+        .map(|i| setup.message(&format!("k{i}"), format!("record:after-{i}")))
+        .collect();
+    publish(&host, messages).await;
+    let records = eventually(
+        Duration::from_secs(60),
+        "every record forwarded, from the new partitions too",
+        || async {
+            let seen = out.lock().unwrap();
+            (seen.len() >= 31).then(|| seen.clone())
+        },
+    )
+    .await;
+    assert_eq!(records.len(), 31);
+    let (inputs, _stop_in) = collect(&host.bus(), &setup.input, "observer");
+    let partitions = eventually(Duration::from_secs(30), "the inputs read back", || async {
+        let seen = inputs.lock().unwrap();
+        let partitions: std::collections::BTreeSet<i32> =
+            seen.iter().map(|r| r.partition).collect();
+        (seen.len() >= 31).then_some(partitions)
+    })
+    .await;
+    assert_eq!(
+        partitions.len(),
+        3,
+        "the inputs went to all three partitions"
+    );
 }

@@ -1,4 +1,6 @@
-//! Admin routes: `GET /admin/plugins` lists what is deployed and how it is doing.
+//! Admin routes: `GET /admin/plugins` lists what is deployed and how it is doing;
+//! `GET /metrics` gives the host's metrics in Prometheus text format; `GET /admin/tail` streams
+//! a topic's records (for `eventhost tail` on the embedded bus).
 //!
 //! They show paths and internal errors, so they are private: a caller on a loopback address
 //! is let in; anyone else must send the configured token as `Authorization: Bearer ..`, and
@@ -53,6 +55,8 @@ pub struct PluginStatus {
 pub fn router(deployment: Arc<Deployment>, access: AdminAccess) -> Router {
     Router::new()
         .route("/admin/plugins", get(plugins))
+        .route("/metrics", get(metrics))
+        .route("/admin/tail", get(super::tail::route))
         .route_layer(middleware::from_fn_with_state(access, require_access))
         .with_state(deployment)
 }
@@ -91,6 +95,12 @@ async fn require_access(
 /// Compares secrets in time that does not depend on where they differ.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+async fn metrics(State(deployment): State<Arc<Deployment>>) -> Response {
+    let text = deployment.dispatcher().render_metrics();
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 async fn plugins(State(deployment): State<Arc<Deployment>>) -> Json<serde_json::Value> {

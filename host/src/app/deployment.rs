@@ -112,6 +112,7 @@ impl Deployment {
                     report
                         .loaded
                         .push(format!("{}@{}", new.info.name, new.info.version));
+                    self.dispatcher.metrics().plugin_load(&plugin.name, true);
                     self.set_load_error(&plugin.name, None);
                     registry.install(new);
                 }
@@ -119,6 +120,7 @@ impl Deployment {
                     let reason = format!("{e:#}");
                     tracing::error!(plugin = %plugin.name, source = %plugin.path.display(), "new version rejected, previous one keeps serving: {reason}");
                     self.set_load_error(&plugin.name, Some(reason.clone()));
+                    self.dispatcher.metrics().plugin_load(&plugin.name, false);
                     report.failed.push((plugin.name.clone(), reason));
                 }
             }
@@ -320,5 +322,7 @@ pub fn subscription_runtime(sub: &SubscriptionConfig) -> SubscriptionRuntime {
         attempts: sub.retry.attempts,
         backoff: sub.retry.backoff,
         max_backoff: sub.retry.max_backoff,
+        concurrency: sub.concurrency,
+        max_pending: sub.max_pending,
     }
 }

@@ -3,6 +3,8 @@
 pub mod admin;
 pub mod admin_client;
 mod deployment;
+pub mod readiness;
+pub mod tail;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,8 +21,9 @@ use crate::bus::{Bus, EmbeddedBus, KafkaBus, KafkaSettings, TopicSpec};
 use crate::config::{BusConfig, Config, PluginConfig};
 use crate::dispatch::Dispatcher;
 use crate::http::{HttpState, RouteTable, ServerLimits};
+use crate::metrics::Metrics;
 use crate::runtime::{LoadedPlugin, PluginInfo, Registry, Runtime, RuntimeSettings};
-use crate::state::{EmbeddedStore, StateStore};
+use crate::state::{EmbeddedStore, PendingStore, StateStore};
 
 /// Environment variable with the admin token, used when the config sets none.
 pub const ADMIN_TOKEN_ENV: &str = "EVENTHOST_ADMIN_TOKEN";
@@ -62,20 +65,25 @@ impl Host {
                 options: kafka.options.clone(),
             })?),
         };
+        // Inputs read through the pending writes of inputs still committing.
+        let metrics = Arc::new(Metrics::new());
+        let pending = PendingStore::new(store, metrics.clone());
         let runtime = Arc::new(Runtime::new(
             runtime_settings(&config, bus.max_message_bytes()),
-            store.clone(),
+            pending.clone(),
         )?);
         let registry = Arc::new(Registry::new());
         for plugin in load_plugins(&runtime, &config).await? {
+            metrics.plugin_load(&plugin.info.name, true);
             registry.install(plugin);
         }
         let dispatcher = Arc::new(Dispatcher::new(
             runtime.clone(),
             registry,
-            store,
+            pending,
             bus,
             config.runtime.max_concurrency as usize,
+            metrics,
         ));
         let http = Arc::new(
             HttpState::new(
@@ -144,6 +152,7 @@ impl Host {
                 token: token.map(Into::into),
             },
         );
+        let readiness = readiness::router(self.deployment.clone());
         let mut servers = Vec::new();
         let mut admin_addr = None;
         let limits = ServerLimits {
@@ -157,9 +166,9 @@ impl Host {
                     .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
                 admin_addr = Some(admin_listener.local_addr()?);
                 servers.push(serve(admin_listener, admin, limits, shutdown.clone()));
-                crate::http::router(self.http.clone())
+                crate::http::router_with(self.http.clone(), readiness)
             }
-            None => crate::http::router_with(self.http.clone(), admin),
+            None => crate::http::router_with(self.http.clone(), readiness.merge(admin)),
         };
         servers.push(serve(listener, app, limits, shutdown.clone()));
         self.deployment.start(shutdown.clone()).await;

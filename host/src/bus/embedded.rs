@@ -19,13 +19,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::partition_log::{Fetch, Limits, PartitionLog};
-use super::{Bus, BusError, Handled, Limit, Record, RecordHandler, Retention, TopicSpec};
+use super::pipeline::{self, PartitionSource};
+use super::{Acks, Bus, BusError, Limit, Record, RecordHandler, Retention, TailFrom, TopicSpec};
+use crate::metrics::PartitionLag;
 use crate::runtime::OutMessage;
+
+/// Records a tail reader may have fetched and not yet taken.
+const TAIL_BUFFER: usize = 256;
 
 /// How often age retention is applied to partitions that receive no records.
 const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -148,6 +153,46 @@ impl EmbeddedBus {
     }
 
     /// Starts the periodic age check once, if there is a runtime to run it on.
+    /// [`Bus::tail`]: nothing to wait for in memory.
+    fn tail_now(&self, topic: &str, from: TailFrom) -> Result<mpsc::Receiver<Record>, BusError> {
+        let topic_log = self.topic(topic)?;
+        let (records, receiver) = mpsc::channel(TAIL_BUFFER);
+        for partition in &topic_log.partitions {
+            let (partition, records) = (partition.clone(), records.clone());
+            let mut end = partition.end.subscribe();
+            let mut next = {
+                let log = partition.log();
+                match from {
+                    TailFrom::End => log.end(),
+                    TailFrom::Beginning => log.start(),
+                    TailFrom::Offset(offset) => offset.clamp(log.start(), log.end()),
+                    TailFrom::Time(ms) => (log.records())
+                        .find(|r| r.timestamp_ms.is_some_and(|t| t >= ms))
+                        .map_or(log.end(), |r| r.offset),
+                }
+            };
+            tokio::spawn(async move {
+                loop {
+                    let fetched = partition.log().fetch(next);
+                    match fetched {
+                        Fetch::Record(record) => {
+                            next = record.offset + 1;
+                            if records.send((*record).clone()).await.is_err() {
+                                return;
+                            }
+                        }
+                        Fetch::Dropped { start } => next = start,
+                        Fetch::End => tokio::select! {
+                            _ = records.closed() => return,
+                            changed = end.changed() => if changed.is_err() { return },
+                        },
+                    }
+                }
+            });
+        }
+        Ok(receiver)
+    }
+
     fn start_age_check(&self) {
         let mut task = self.age_check.lock().unwrap_or_else(|e| e.into_inner());
         if task.is_some() {
@@ -268,10 +313,11 @@ impl Bus for EmbeddedBus {
         futures::future::ready(Ok(())).boxed()
     }
 
-    fn publish(&self, messages: Vec<OutMessage>) -> BoxFuture<'_, Result<(), BusError>> {
+    fn enqueue(&self, messages: Vec<OutMessage>) -> BoxFuture<'_, Result<Acks, BusError>> {
         // Appending is the acknowledgement: the record is in the log once this returns.
         let result = messages.into_iter().try_for_each(|m| self.append(m));
-        futures::future::ready(result).boxed()
+        futures::future::ready(result.map(|()| futures::future::ready(Ok(())).boxed() as Acks))
+            .boxed()
     }
 
     fn subscribe(
@@ -296,10 +342,17 @@ impl Bus for EmbeddedBus {
         for (index, partition) in topic_log.partitions.iter().enumerate() {
             // Joined here, not in the task: from now on the group holds records back.
             let next = partition.log().join(group);
-            tasks.push(tokio::spawn(consume_partition(
-                partition.clone(),
-                (topic.to_string(), index as i32),
-                (group.to_string(), next),
+            let reader = PartitionReader {
+                partition: partition.clone(),
+                topic: topic.to_string(),
+                index: index as i32,
+                group: group.to_string(),
+                next,
+                end: partition.end.subscribe(),
+                resets: Resets::default(),
+            };
+            tasks.push(tokio::spawn(pipeline::drive(
+                reader,
                 handler.clone(),
                 shutdown.clone(),
             )));
@@ -316,47 +369,76 @@ impl Bus for EmbeddedBus {
         }))
     }
 
+    fn tail(
+        &self,
+        topic: &str,
+        from: TailFrom,
+    ) -> BoxFuture<'_, Result<mpsc::Receiver<Record>, BusError>> {
+        futures::future::ready(self.tail_now(topic, from)).boxed()
+    }
+
+    fn lag(&self) -> Vec<PartitionLag> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let mut lag = Vec::new();
+        for (name, topic) in topics.iter() {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                let log = partition.log();
+                let end = log.end();
+                lag.extend(log.positions().map(|(group, next)| PartitionLag {
+                    group: group.to_string(),
+                    topic: name.clone(),
+                    partition: index as i32,
+                    records: end - next,
+                }));
+            }
+        }
+        lag
+    }
+
     fn describe(&self) -> String {
         "embedded (in-process log; no broker)".to_string()
     }
 }
 
-async fn consume_partition(
+/// One partition of a topic as one group reads it.
+struct PartitionReader {
     partition: Arc<Partition>,
-    (topic, index): (String, i32),
-    (group, mut next): (String, i64),
-    handler: RecordHandler,
-    shutdown: CancellationToken,
-) {
-    let mut end = partition.end.subscribe();
-    let mut resets = Resets::default();
-    loop {
-        let fetched = partition.log().fetch(next);
-        let record = match fetched {
-            Fetch::Record(record) => record,
-            Fetch::End => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    changed = end.changed() => if changed.is_err() { return },
+    topic: String,
+    index: i32,
+    group: String,
+    /// The offset of the next record to read.
+    next: i64,
+    end: watch::Receiver<i64>,
+    resets: Resets,
+}
+
+impl PartitionSource for PartitionReader {
+    fn next(&mut self) -> BoxFuture<'_, Option<Record>> {
+        async move {
+            loop {
+                let fetched = self.partition.log().fetch(self.next);
+                match fetched {
+                    Fetch::Record(record) => {
+                        self.next = record.offset + 1;
+                        return Some((*record).clone());
+                    }
+                    // The offset moves only once a record is returned: waiting is cancel-safe.
+                    Fetch::End => self.end.changed().await.ok()?,
+                    Fetch::Dropped { start } => {
+                        self.resets
+                            .skipped(&self.topic, self.index, &self.group, self.next, start);
+                        self.next = start;
+                    }
                 }
-                continue;
             }
-            Fetch::Dropped { start } => {
-                resets.skipped(&topic, index, &group, next, start);
-                next = start;
-                continue;
-            }
-        };
-        if shutdown.is_cancelled() {
-            return;
         }
-        match handler((*record).clone()).await {
-            Handled::Commit => {
-                next = record.offset + 1;
-                partition.log().commit(&group, next, now_ms());
-            }
-            Handled::Stop => return,
-        }
+        .boxed()
+    }
+
+    fn commit(&mut self, offset: i64) {
+        self.partition
+            .log()
+            .commit(&self.group, offset + 1, now_ms());
     }
 }
 
@@ -404,6 +486,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+    use crate::bus::Handled;
 
     #[test]
     fn same_key_same_partition() {
@@ -441,7 +524,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let sink = seen.clone();
-        let handler: RecordHandler = Arc::new(move |record: Record| {
+        let handler = RecordHandler::sequential(move |record: Record| {
             sink.lock().unwrap().push(record.offset);
             async { Handled::Commit }.boxed()
         });

@@ -3,11 +3,12 @@
 //! Guarantee: at-least-once. The producer is idempotent with `acks=all`, and a publish
 //! resolves only when the broker acknowledged every message. Consumers run with
 //! `enable.auto.offset.store=false`: an offset is stored (and later committed) only after the
-//! handler finished the record, i.e. after its messages were acknowledged and its state
-//! written. A crash re-delivers at most the records handled since the last commit.
+//! handler finished the record and every record before it, i.e. after their messages were
+//! acknowledged and their state written. A crash re-delivers at most the records handled
+//! since the last commit.
 //!
-//! Each partition has its own queue and task, so partitions run in parallel and one slow
-//! partition never blocks another. Stored offsets are committed when partitions are revoked
+//! Each partition has its own queue and pipeline task, so partitions run in parallel and one
+//! slow partition never blocks another. Stored offsets are committed when partitions are revoked
 //! and at shutdown; offsets of partitions this consumer no longer owns are never stored.
 
 use std::collections::BTreeMap;
@@ -21,18 +22,27 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    stream_consumer::StreamPartitionQueue,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Bus, BusError, Handled, Health, Limit, Record, RecordHandler, Retention, TopicSpec};
+use super::pipeline::{self, PartitionSource};
+use super::{
+    Acks, Bus, BusError, Health, Limit, Record, RecordHandler, Retention, TailFrom, TopicSpec,
+};
+use crate::metrics::PartitionLag;
 use crate::runtime::OutMessage;
 
+/// Records a tail reader may have fetched and not yet taken.
+const TAIL_BUFFER: usize = 256;
 /// librdkafka's default `message.max.bytes`.
 const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 /// What a record's framing adds to its key, value and headers, at most (a generous bound).
@@ -82,10 +92,17 @@ impl Reachability {
     }
 }
 
-/// librdkafka callbacks: health from error events, commit of stored offsets on revoke.
+/// Consumer lag by (group, topic, partition), from the consumers' statistics.
+type Lags = Mutex<BTreeMap<(String, String, i32), i64>>;
+
+/// librdkafka callbacks: health from error events and statistics, consumer lag from
+/// statistics, commit of stored offsets on revoke.
 #[derive(Clone)]
 struct Context {
     reachability: Arc<Reachability>,
+    /// The consumer group, for a consumer's context.
+    group: Option<String>,
+    lags: Arc<Lags>,
 }
 
 impl ClientContext for Context {
@@ -111,6 +128,19 @@ impl ClientContext for Context {
         {
             self.reachability.set(None);
         }
+        if let Some(group) = &self.group {
+            let mut lags = self.lags.lock().unwrap_or_else(|e| e.into_inner());
+            lags.retain(|(g, _, _), _| g != group);
+            for (topic, stats) in &statistics.topics {
+                for (partition, stats) in &stats.partitions {
+                    // -1: unknown, and partition -1 is librdkafka's internal one.
+                    if *partition >= 0 && stats.consumer_lag >= 0 {
+                        let key = (group.clone(), topic.clone(), *partition);
+                        lags.insert(key, stats.consumer_lag);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -135,12 +165,14 @@ pub struct KafkaBus {
     settings: KafkaSettings,
     producer: FutureProducer<Context>,
     reachability: Arc<Reachability>,
+    lags: Arc<Lags>,
 }
 
 impl KafkaBus {
     /// Creates the producer. Connections are made lazily; nothing blocks here.
     pub fn new(settings: KafkaSettings) -> Result<Self, BusError> {
         let reachability = Arc::new(Reachability::default());
+        let lags = Arc::new(Lags::default());
         let producer = settings
             .client_config()
             .set("enable.idempotence", "true")
@@ -149,12 +181,15 @@ impl KafkaBus {
             .set_all(&settings.options)
             .create_with_context(Context {
                 reachability: reachability.clone(),
+                group: None,
+                lags: lags.clone(),
             })
             .map_err(|e| BusError::Other(format!("kafka producer: {e}")))?;
         Ok(KafkaBus {
             settings,
             producer,
             reachability,
+            lags,
         })
     }
 
@@ -171,6 +206,8 @@ impl KafkaBus {
             .set_all(&self.settings.options)
             .create_with_context(Context {
                 reachability: self.reachability.clone(),
+                group: Some(group.to_string()),
+                lags: self.lags.clone(),
             })
             .map_err(|e| BusError::Other(format!("kafka consumer: {e}")))?;
         Ok(Arc::new(consumer))
@@ -251,9 +288,10 @@ impl Bus for KafkaBus {
         .boxed()
     }
 
-    fn publish(&self, messages: Vec<OutMessage>) -> BoxFuture<'_, Result<(), BusError>> {
+    fn enqueue(&self, messages: Vec<OutMessage>) -> BoxFuture<'_, Result<Acks, BusError>> {
         async move {
-            // Enqueue all first (keeps their order per partition), then wait for every ack.
+            // librdkafka keeps the order of enqueued records per partition; acknowledgements
+            // are awaited separately, so later inputs can enqueue meanwhile.
             let mut deliveries = Vec::with_capacity(messages.len());
             for message in &messages {
                 let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
@@ -283,19 +321,23 @@ impl Bus for KafkaBus {
                     }
                 }
             }
-            for delivery in deliveries {
-                match delivery.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => return Err(publish_error(e)),
-                    Err(_) => {
-                        return Err(BusError::Unavailable(
-                            "producer dropped the delivery".into(),
-                        ));
+            let reachability = self.reachability.clone();
+            let acks = async move {
+                for delivery in deliveries {
+                    match delivery.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((e, _))) => return Err(publish_error(e)),
+                        Err(_) => {
+                            return Err(BusError::Unavailable(
+                                "producer dropped the delivery".into(),
+                            ));
+                        }
                     }
                 }
-            }
-            self.reachability.set(None);
-            Ok(())
+                reachability.set(None);
+                Ok(())
+            };
+            Ok(acks.boxed())
         }
         .boxed()
     }
@@ -356,11 +398,75 @@ impl Bus for KafkaBus {
         }))
     }
 
+    fn tail(
+        &self,
+        topic: &str,
+        from: TailFrom,
+    ) -> BoxFuture<'_, Result<mpsc::Receiver<Record>, BusError>> {
+        let topic = topic.to_string();
+        async move {
+            // A group of its own that never commits: no subscription is affected. Its problems
+            // stay out of the host's health.
+            let consumer: StreamConsumer<Context> = self
+                .settings
+                .client_config()
+                .set(
+                    "group.id",
+                    format!("eventhost-tail-{}", uuid::Uuid::new_v4()),
+                )
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "false")
+                .set_all(&self.settings.options)
+                .create_with_context(Context {
+                    reachability: Arc::default(),
+                    group: None,
+                    lags: Arc::default(),
+                })
+                .map_err(|e| BusError::Other(format!("kafka consumer: {e}")))?;
+            let consumer = Arc::new(consumer);
+            let (c, t) = (consumer.clone(), topic.clone());
+            tokio::task::spawn_blocking(move || assign_for_tail(&c, &t, from))
+                .await
+                .map_err(|e| BusError::Other(e.to_string()))??;
+            let (records, receiver) = mpsc::channel(TAIL_BUFFER);
+            tokio::spawn(async move {
+                loop {
+                    let message = tokio::select! {
+                        _ = records.closed() => return,
+                        message = consumer.recv() => message,
+                    };
+                    match message {
+                        Ok(message) => {
+                            if records.send(to_record(&message)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::debug!(topic, "tail: {e}"),
+                    }
+                }
+            });
+            Ok(receiver)
+        }
+        .boxed()
+    }
+
     fn max_message_bytes(&self) -> Option<usize> {
         let configured =
             (self.settings.options.get("message.max.bytes")).and_then(|v| v.parse::<usize>().ok());
         // librdkafka counts a record's framing too; leave room for it.
         Some(configured.unwrap_or(DEFAULT_MESSAGE_MAX_BYTES) - RECORD_OVERHEAD_BYTES)
+    }
+
+    fn lag(&self) -> Vec<PartitionLag> {
+        let lags = self.lags.lock().unwrap_or_else(|e| e.into_inner());
+        lags.iter()
+            .map(|((group, topic, partition), records)| PartitionLag {
+                group: group.clone(),
+                topic: topic.clone(),
+                partition: *partition,
+                records: *records,
+            })
+            .collect()
     }
 
     fn health(&self) -> Health {
@@ -370,6 +476,35 @@ impl Bus for KafkaBus {
     fn describe(&self) -> String {
         format!("kafka at {}", self.settings.bootstrap)
     }
+}
+
+/// Assigns every partition of `topic` to `consumer`, starting `from` there. Blocking.
+fn assign_for_tail(
+    consumer: &StreamConsumer<Context>,
+    topic: &str,
+    from: TailFrom,
+) -> Result<(), BusError> {
+    let partitions = partition_count(consumer, topic)? as i32;
+    let start = match from {
+        TailFrom::End => Offset::End,
+        TailFrom::Beginning => Offset::Beginning,
+        TailFrom::Offset(offset) => Offset::Offset(offset),
+        // Looked up below: the timestamp stands where the offset will be.
+        TailFrom::Time(ms) => Offset::Offset(ms),
+    };
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition_offset(topic, partition, start)
+            .map_err(|e| BusError::Other(e.to_string()))?;
+    }
+    if let TailFrom::Time(_) = from {
+        list = consumer
+            .offsets_for_times(list, Duration::from_secs(10))
+            .map_err(|e| BusError::Unavailable(format!("offsets of {topic} by time: {e}")))?;
+    }
+    consumer
+        .assign(&list)
+        .map_err(|e| BusError::Other(format!("assign {topic}: {e}")))
 }
 
 /// How many partitions `topic` has, from the broker's metadata. Blocking.
@@ -386,7 +521,72 @@ fn partition_count(consumer: &StreamConsumer<Context>, topic: &str) -> Result<us
         .ok_or_else(|| BusError::UnknownTopic(topic.to_string()))
 }
 
-/// Consumes `topic` with one task per partition until `shutdown`, then commits.
+/// One partition's own queue, split off the consumer's main queue.
+struct PartitionQueue {
+    consumer: Arc<StreamConsumer<Context>>,
+    queue: StreamPartitionQueue<Context>,
+    topic: String,
+    partition: i32,
+    reachability: Arc<Reachability>,
+}
+
+impl PartitionSource for PartitionQueue {
+    fn next(&mut self) -> BoxFuture<'_, Option<Record>> {
+        async move {
+            loop {
+                match self.queue.recv().await {
+                    Ok(message) => {
+                        self.reachability.set(None);
+                        return Some(to_record(&message));
+                    }
+                    Err(e) => {
+                        let (topic, partition) = (&self.topic, self.partition);
+                        tracing::warn!(topic, partition, "consume error: {e}");
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn commit(&mut self, offset: i64) {
+        // librdkafka commits `offset + 1`, the next record to read. This fails harmlessly if
+        // the partition was revoked meanwhile: its new owner re-delivers the record.
+        if let Err(e) = self
+            .consumer
+            .store_offset(&self.topic, self.partition, offset)
+        {
+            let (topic, partition) = (&self.topic, self.partition);
+            tracing::debug!(topic, partition, "offset not stored: {e}");
+        }
+    }
+}
+
+/// A partition added to the topic while consuming: its records come through the main queue.
+struct AddedPartition {
+    consumer: Arc<StreamConsumer<Context>>,
+    records: mpsc::Receiver<Record>,
+    topic: String,
+    partition: i32,
+}
+
+impl PartitionSource for AddedPartition {
+    fn next(&mut self) -> BoxFuture<'_, Option<Record>> {
+        self.records.recv().boxed()
+    }
+
+    fn commit(&mut self, offset: i64) {
+        if let Err(e) = self
+            .consumer
+            .store_offset(&self.topic, self.partition, offset)
+        {
+            let (topic, partition) = (&self.topic, self.partition);
+            tracing::debug!(topic, partition, "offset not stored: {e}");
+        }
+    }
+}
+
+/// Consumes `topic` with one pipeline per partition until `shutdown`, then commits.
 async fn consume(
     consumer: Arc<StreamConsumer<Context>>,
     topic: &str,
@@ -403,57 +603,65 @@ async fn consume(
         let queue = consumer
             .split_partition_queue(topic, partition)
             .ok_or_else(|| BusError::Other(format!("cannot split {topic}/{partition}")))?;
-        let (consumer, handler, shutdown, topic) = (
-            consumer.clone(),
+        let source = PartitionQueue {
+            consumer: consumer.clone(),
+            queue,
+            topic: topic.to_string(),
+            partition,
+            reachability: reachability.clone(),
+        };
+        tasks.push(tokio::spawn(pipeline::drive(
+            source,
             handler.clone(),
             shutdown.clone(),
-            topic.to_string(),
-        );
-        let reachability = reachability.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    message = queue.recv() => message,
-                };
-                let record = match message {
-                    Ok(message) => to_record(&message),
-                    Err(e) => {
-                        tracing::warn!(topic, partition, "consume error: {e}");
-                        continue;
-                    }
-                };
-                reachability.set(None);
-                let offset = record.offset;
-                match handler(record).await {
-                    Handled::Commit => {
-                        // librdkafka commits `offset + 1`, the next record to read. This fails
-                        // harmlessly if the partition was revoked meanwhile: its new owner
-                        // re-delivers the record (at-least-once).
-                        if let Err(e) = consumer.store_offset(&topic, partition, offset) {
-                            tracing::debug!(topic, partition, "offset not stored: {e}");
-                        }
-                    }
-                    Handled::Stop => return,
-                }
-            }
-        }));
+        )));
     }
     consumer
         .subscribe(&[topic])
         .map_err(|e| BusError::Other(format!("subscribe {topic}: {e}")))?;
-    // The main queue serves rebalances and errors; records never arrive here.
+    // The main queue serves rebalances and errors, and the records of partitions added to the
+    // topic after the split: each of those gets a pipeline fed from here.
     let events = {
-        let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
+        let (consumer, shutdown, topic) = (consumer.clone(), shutdown.clone(), topic.to_string());
         tokio::spawn(async move {
+            let mut added: BTreeMap<i32, mpsc::Sender<Record>> = BTreeMap::new();
+            let mut tasks = Vec::new();
             loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                let record = tokio::select! {
+                    _ = shutdown.cancelled() => break,
                     message = consumer.recv() => match message {
-                        Ok(m) => tracing::error!(topic = m.topic(), partition = m.partition(), "record on the main queue (not handled)"),
-                        Err(e) => tracing::debug!("consumer event: {e}"),
+                        Ok(m) => to_record(&m),
+                        Err(e) => {
+                            tracing::debug!("consumer event: {e}");
+                            continue;
+                        }
                     },
+                };
+                let partition = record.partition;
+                let feed = added.entry(partition).or_insert_with(|| {
+                    tracing::info!(topic, partition, "consuming a partition added to the topic");
+                    let (feed, records) = mpsc::channel(handler.max_pending);
+                    let source = AddedPartition {
+                        consumer: consumer.clone(),
+                        records,
+                        topic: topic.clone(),
+                        partition,
+                    };
+                    tasks.push(tokio::spawn(pipeline::drive(
+                        source,
+                        handler.clone(),
+                        shutdown.clone(),
+                    )));
+                    feed
+                });
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = feed.send(record) => {}
                 }
+            }
+            drop(added);
+            for task in tasks {
+                let _ = task.await;
             }
         })
     };
@@ -466,6 +674,12 @@ async fn consume(
         Err(e) => tracing::warn!(topic, group, "final commit failed: {e}"),
     }
     consumer.unsubscribe();
+    let mut lags = consumer
+        .context()
+        .lags
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    lags.retain(|(g, t, _), _| !(g == group && t == topic));
     Ok(())
 }
 

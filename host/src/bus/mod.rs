@@ -2,23 +2,27 @@
 //! a handler in partition order and commit its offset only after the handler is done.
 //!
 //! Two implementations pass the same conformance tests: [`EmbeddedBus`] (in-process, the
-//! default) and `KafkaBus` (rdkafka). Retries and dead letters are not the bus's job: they live
-//! in the dispatcher, so they behave the same on both.
+//! default) and `KafkaBus` (rdkafka). Both drive each partition through the same pipeline
+//! (`pipeline`), so ordering, per-key parallelism and offset commits behave the same on both.
+//! Retries and dead letters are not the bus's job: they live in the dispatcher.
 
 mod embedded;
 mod kafka;
 mod partition_log;
+mod pipeline;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use embedded::{EmbeddedBus, Kept};
 pub use kafka::{KafkaBus, KafkaSettings};
 
+use crate::metrics::PartitionLag;
 use crate::runtime::OutMessage;
 
 /// A consumed record and its position.
@@ -43,14 +47,96 @@ pub struct Record {
 /// What a handler tells the bus once it is done with a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
-    /// Its effects are applied (or it was dead-lettered): commit the offset and go on.
+    /// Its effects are applied (or it was dead-lettered): its offset may be committed.
     Commit,
+    /// Its effects could not be applied: run it and every later record of its partition that
+    /// is not committed yet again, in order.
+    Rerun,
     /// The host is shutting down before the record was finished: do not commit it, stop.
     Stop,
 }
 
-/// Called for each record of a subscription, one at a time per partition.
-pub type RecordHandler = Arc<dyn Fn(Record) -> BoxFuture<'static, Handled> + Send + Sync>;
+/// The second stage of handling a record: resolves once its effects are applied.
+pub struct Finish(BoxFuture<'static, Handled>);
+
+impl Finish {
+    /// A second stage that waits for `finishing`.
+    pub fn later(finishing: impl Future<Output = Handled> + Send + 'static) -> Self {
+        Finish(Box::pin(finishing))
+    }
+
+    /// A record that was handled to the end in the first stage.
+    pub fn now(handled: Handled) -> Self {
+        Finish(Box::pin(std::future::ready(handled)))
+    }
+
+    async fn wait(self) -> Handled {
+        self.0.await
+    }
+}
+
+type Start = dyn Fn(Record) -> BoxFuture<'static, Finish> + Send + Sync;
+
+/// How a subscription handles its records, in two stages.
+///
+/// The bus starts records in partition order (records with different keys may start at the
+/// same time, up to `concurrency`); starting one runs its handler and stages its effects. The
+/// returned [`Finish`] then waits for the effects to be applied while later records start. An
+/// offset is committed only when every record up to it has finished with [`Handled::Commit`].
+#[derive(Clone)]
+pub struct RecordHandler {
+    start: Arc<Start>,
+    /// Records of one partition whose first stage may run at once (different keys only).
+    pub concurrency: usize,
+    /// Most records of one partition started and not yet committed.
+    pub max_pending: usize,
+}
+
+impl RecordHandler {
+    /// A two-stage handler: `start` returns the record's [`Finish`].
+    pub fn pipelined(
+        concurrency: usize,
+        max_pending: usize,
+        start: impl Fn(Record) -> BoxFuture<'static, Finish> + Send + Sync + 'static,
+    ) -> Self {
+        RecordHandler {
+            start: Arc::new(start),
+            concurrency: concurrency.max(1),
+            max_pending: max_pending.max(1),
+        }
+    }
+
+    /// A handler that finishes each record before the next one of its partition starts.
+    pub fn sequential(
+        handle: impl Fn(Record) -> BoxFuture<'static, Handled> + Send + Sync + 'static,
+    ) -> Self {
+        let handle = Arc::new(handle);
+        Self::pipelined(1, 1, move |record| {
+            let handle = handle.clone();
+            Box::pin(async move { Finish::now(handle(record).await) })
+        })
+    }
+
+    fn start(&self, record: Record) -> BoxFuture<'static, Finish> {
+        (self.start)(record)
+    }
+}
+
+/// Where [`Bus::tail`] starts reading each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailFrom {
+    /// Only records published from now on.
+    End,
+    /// The earliest record kept.
+    Beginning,
+    /// This offset in every partition (or the earliest kept, if later).
+    Offset(i64),
+    /// The first record published at or after this time (milliseconds since the Unix epoch).
+    Time(i64),
+}
+
+/// Resolves once the bus acknowledged every message of one [`Bus::enqueue`] call.
+pub type Acks = BoxFuture<'static, Result<(), BusError>>;
 
 /// Declares a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,14 +238,20 @@ pub trait Bus: Send + Sync + 'static {
     /// retention to existing topics; Kafka sets retention only when it creates a topic.
     fn ensure_topics(&self, topics: Vec<TopicSpec>) -> BoxFuture<'_, Result<(), BusError>>;
 
-    /// Publishes `messages`; resolves once the bus acknowledged every one of them (they are
-    /// durable as far as this bus goes), or with an error if any was not.
-    fn publish(&self, messages: Vec<OutMessage>) -> BoxFuture<'_, Result<(), BusError>>;
+    /// Hands `messages` to the bus, in order; resolves once they are queued for sending (so a
+    /// later call's messages go after them), with the [`Acks`] that resolve once the bus
+    /// acknowledged every one of them (durable as far as this bus goes), or with an error if
+    /// any was not.
+    fn enqueue(&self, messages: Vec<OutMessage>) -> BoxFuture<'_, Result<Acks, BusError>>;
+
+    /// Publishes `messages` and waits for their acknowledgement.
+    fn publish(&self, messages: Vec<OutMessage>) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move { self.enqueue(messages).await?.await })
+    }
 
     /// Consumes `topic` as consumer group `group`, from the group's committed offsets. Each
-    /// partition is handled by its own task, one record at a time; an offset is committed after
-    /// the handler returned [`Handled::Commit`]. The returned task ends once `shutdown` fired
-    /// and every in-flight record was finished.
+    /// partition is handled by its own task, as [`RecordHandler`] describes. The returned task
+    /// ends once `shutdown` fired and every started record was finished.
     fn subscribe(
         &self,
         topic: &str,
@@ -168,10 +260,24 @@ pub trait Bus: Send + Sync + 'static {
         shutdown: CancellationToken,
     ) -> Result<JoinHandle<()>, BusError>;
 
+    /// Reads `topic` without a consumer group (nothing is committed, no subscription is
+    /// affected): every partition from `from` on, live, until the receiver is dropped. Records
+    /// of one partition arrive in order.
+    fn tail(
+        &self,
+        topic: &str,
+        from: TailFrom,
+    ) -> BoxFuture<'_, Result<mpsc::Receiver<Record>, BusError>>;
+
     /// The largest message the bus accepts, key, value and headers included; `None` when it
     /// has no limit of its own.
     fn max_message_bytes(&self) -> Option<usize> {
         None
+    }
+
+    /// How far each consumer group of this host is behind, per partition (as far as known).
+    fn lag(&self) -> Vec<PartitionLag> {
+        Vec::new()
     }
 
     /// Whether the bus is healthy.

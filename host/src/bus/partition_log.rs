@@ -123,6 +123,13 @@ impl PartitionLog {
         self.groups.get(group).copied()
     }
 
+    /// Every group holding records of this partition, with its position.
+    pub(super) fn positions(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.groups
+            .iter()
+            .map(|(group, next)| (group.as_str(), *next))
+    }
+
     /// Records that `group` is done with everything before `next`, and drops the records every
     /// group is done with.
     pub(super) fn commit(&mut self, group: &str, next: i64, now_ms: i64) {

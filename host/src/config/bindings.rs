@@ -17,7 +17,7 @@ use super::model::{
 use super::names::{check_method, check_plugin_name, check_route_path, check_topic_name};
 use super::raw::{RawLimits, RawPlugin, RawRoute, RawSubscription, RawTopic};
 use super::source::{Source, quote_key};
-use super::validate::{at_least, millis_or, non_empty, resolve};
+use super::validate::{at_least, between, millis_or, non_empty, resolve};
 use crate::bus::{Limit, Retention};
 use crate::runtime::Budget;
 
@@ -286,6 +286,31 @@ pub(super) fn subscriptions(
             };
             return Err(src.error(ms.span(), key(field), message));
         }
+        let concurrency = between(
+            src,
+            &key("concurrency"),
+            &sub.concurrency,
+            1,
+            SubscriptionConfig::MAX_CONCURRENCY,
+        )?
+        .unwrap_or(SubscriptionConfig::DEFAULT_CONCURRENCY);
+        let max_pending = match &sub.max_pending {
+            Some(n) if *n.get_ref() < concurrency => {
+                let message = format!(
+                    "expected at least concurrency ({concurrency}), found {}",
+                    n.get_ref()
+                );
+                return Err(src.error(n.span(), key("max_pending"), message));
+            }
+            _ => between(
+                src,
+                &key("max_pending"),
+                &sub.max_pending,
+                1,
+                SubscriptionConfig::MAX_PENDING,
+            )?
+            .unwrap_or(SubscriptionConfig::DEFAULT_MAX_PENDING.max(concurrency)),
+        };
         subscriptions.push(SubscriptionConfig {
             topic: topic.name.clone(),
             plugin: sub.plugin.get_ref().clone(),
@@ -296,6 +321,8 @@ pub(super) fn subscriptions(
                 backoff,
                 max_backoff,
             },
+            concurrency,
+            max_pending,
         });
     }
     topics.extend(implicit);

@@ -369,6 +369,7 @@ impl Limits {
 /// group = "payment-service"
 /// dead_letter = "orders.dlq"
 /// retry = { attempts = 5, backoff_ms = 200, max_backoff_ms = 10000 }
+/// concurrency = 64
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionConfig {
@@ -384,6 +385,26 @@ pub struct SubscriptionConfig {
     pub dead_letter: String,
     /// How failed inputs are retried (`retry`).
     pub retry: RetryPolicy,
+    /// Inputs of one partition that may run at once (`concurrency`), 1 to
+    /// [`Self::MAX_CONCURRENCY`]: inputs with different keys run in parallel, inputs with the
+    /// same key in offset order. Default 1: inputs run one after another, each starting as soon
+    /// as the previous one's effects are staged.
+    pub concurrency: u32,
+    /// Most inputs of one partition started and not yet committed (`max_pending`), from
+    /// `concurrency` to [`Self::MAX_PENDING`]. They are kept in memory until their offset is
+    /// committed. Default 256 (or `concurrency` when higher).
+    pub max_pending: u32,
+}
+
+impl SubscriptionConfig {
+    /// Default of `concurrency`.
+    pub const DEFAULT_CONCURRENCY: u32 = 1;
+    /// Largest `concurrency`.
+    pub const MAX_CONCURRENCY: u32 = 1024;
+    /// Default of `max_pending`.
+    pub const DEFAULT_MAX_PENDING: u32 = 256;
+    /// Largest `max_pending`.
+    pub const MAX_PENDING: u32 = 16384;
 }
 
 /// `retry = { .. }` of a subscription: exponential backoff between tries.

@@ -183,6 +183,8 @@ pub(crate) struct RawSubscription {
     pub(crate) dead_letter: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) retry: RawRetry,
+    pub(crate) concurrency: Option<Spanned<u32>>,
+    pub(crate) max_pending: Option<Spanned<u32>>,
 }
 
 /// `retry = { .. }` of a subscription.

@@ -240,6 +240,24 @@ where
     }
 }
 
+pub(super) fn between(
+    src: &Source,
+    key: &str,
+    value: &Option<Spanned<u32>>,
+    min: u32,
+    max: u32,
+) -> Result<Option<u32>, ConfigError> {
+    match value {
+        Some(v) if !(min..=max).contains(v.get_ref()) => Err(src.error(
+            v.span(),
+            key,
+            format!("expected {min} to {max}, found {}", v.get_ref()),
+        )),
+        Some(v) => Ok(Some(*v.get_ref())),
+        None => Ok(None),
+    }
+}
+
 pub(super) fn millis_or(value: &Option<Spanned<u64>>, default: Duration) -> Duration {
     value
         .as_ref()

@@ -56,6 +56,7 @@ struct PluginGate {
 
 /// See the module docs.
 pub(super) struct Admission {
+    max_instances: usize,
     pool: Arc<Semaphore>,
     http: Arc<Semaphore>,
     messages: Arc<Semaphore>,
@@ -66,6 +67,7 @@ impl Admission {
     pub(super) fn new(max_instances: usize) -> Self {
         let share = (max_instances * 3 / 4).max(1);
         Admission {
+            max_instances,
             pool: Arc::new(Semaphore::new(max_instances)),
             http: Arc::new(Semaphore::new(share)),
             messages: Arc::new(Semaphore::new(share)),
@@ -105,6 +107,12 @@ impl Admission {
         let admitted = tokio::time::timeout(plugin.timeout, wait).await;
         gate.waiting.fetch_sub(1, Ordering::AcqRel);
         admitted.unwrap_or_else(|_| Err(overloaded()))
+    }
+
+    /// Inputs admitted and running now (each on an instance of its own).
+    pub(super) fn in_use(&self) -> usize {
+        self.max_instances
+            .saturating_sub(self.pool.available_permits())
     }
 
     /// Stops admitting: every waiting and later input is refused.

@@ -1,104 +1,213 @@
-//! Applying an input's staged effects: publish and wait for acknowledgement, then write state.
+//! Applying an input's staged effects, in two stages.
+//!
+//! **Stage**: the input's reads are checked against the current view (durable state plus the
+//! writes of earlier inputs still committing), its writes are registered so later inputs read
+//! them, and its messages are queued on the bus. This takes the plugin's commit lock briefly
+//! and never waits on the network, so the next input can start as soon as it is done.
+//!
+//! **Settle**: once the bus acknowledged the messages, the writes are applied (grouped with
+//! other inputs' writes into one store transaction). Messages are acknowledged before state is
+//! written, so a crash in between re-runs the input (at-least-once publishing) rather than
+//! losing its messages.
+//!
+//! Both stages run in a task of their own: a caller that goes away (an HTTP client
+//! disconnecting) cannot leave a commit half done.
 
-use super::Dispatcher;
-use crate::bus::BusError;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedMutexGuard, oneshot};
+
+use super::trace::TRACEPARENT;
+use super::{Dispatcher, Input};
+use crate::bus::{Acks, BusError};
 use crate::runtime::{Effects, OutMessage, PluginInfo};
+use crate::state::{ApplyError, StateError, StateStore, Ticket};
 
 /// Header naming the plugin that produced a message.
 pub const PLUGIN_HEADER: &str = "eventhost-plugin";
 /// Header naming the plugin version (content hash) that produced a message.
 pub const VERSION_HEADER: &str = "eventhost-plugin-version";
+/// Header identifying a message: the input that caused it and its place among that input's
+/// messages. A message published again (a re-run after a crash or an outage) has the same id,
+/// so consumers can drop duplicates by it.
+pub const ID_HEADER: &str = "eventhost-id";
 
+#[derive(Debug, Clone)]
 pub(super) enum CommitError {
     /// State the input read changed before it could commit: run it again.
     Conflict,
+    /// An earlier input of the same plugin could not commit, and this one may have read its
+    /// writes: run it again.
+    Superseded,
     /// The bus or the store failed; nothing of the input's state writes was applied.
-    Failed(String),
+    Unavailable(String),
     /// The bus refused a message for good; nothing of the input's state writes was applied.
     Refused(String),
 }
 
-impl Dispatcher {
-    /// Applies `effects` of an input that succeeded on `plugin`.
-    ///
-    /// Order matters: messages are acknowledged before state is written, so a crash in between
-    /// re-runs the input (at-least-once publishing) rather than losing its messages.
-    pub(super) async fn commit(
-        &self,
-        plugin: &PluginInfo,
-        effects: Effects,
-    ) -> Result<(), CommitError> {
-        if effects.writes.is_empty() {
-            // Nothing to write: a read-only input cannot lose anyone's update.
-            return self.publish(stamp(plugin, effects.outbox)).await;
-        }
-        let lock = self.commit_lock(&plugin.name);
-        let _guard = lock.lock().await;
-        self.commit_locked(plugin, effects).await
-    }
+/// A commit past its first stage; resolves once the effects are applied (or cannot be).
+pub(super) struct Committing(oneshot::Receiver<Result<(), CommitError>>);
 
-    /// Like [`Dispatcher::commit`], for a caller that already holds the plugin's commit lock.
-    pub(super) async fn commit_locked(
-        &self,
-        plugin: &PluginInfo,
-        effects: Effects,
-    ) -> Result<(), CommitError> {
-        let messages = stamp(plugin, effects.outbox);
-        let store = self.store.clone();
-        let name = plugin.name.clone();
-        let (reads, scans) = (effects.reads, effects.scans);
-        let unchanged = blocking(move || {
-            for (key, seen) in &reads {
-                if store.get(&name, key)? != *seen {
-                    return Ok(false);
-                }
-            }
-            for (prefix, seen) in &scans {
-                if store.scan(&name, prefix)? != *seen {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        })
-        .await?;
-        if !unchanged {
-            return Err(CommitError::Conflict);
-        }
-        self.publish(messages).await?;
-        let (store, name) = (self.store.clone(), plugin.name.clone());
-        let writes: Vec<_> = effects.writes.into_iter().collect();
-        blocking(move || store.apply(&name, &writes)).await
-    }
-
-    async fn publish(&self, messages: Vec<OutMessage>) -> Result<(), CommitError> {
-        if messages.is_empty() {
-            return Ok(());
-        }
-        self.bus.publish(messages).await.map_err(|e| match e {
-            BusError::Refused(why) => CommitError::Refused(why),
-            other => CommitError::Failed(other.to_string()),
-        })
+impl Committing {
+    pub(super) async fn settled(self) -> Result<(), CommitError> {
+        self.0
+            .await
+            .unwrap_or_else(|_| Err(CommitError::Unavailable("commit task failed".into())))
     }
 }
 
-/// Adds the producing plugin's name and version to every message.
-fn stamp(plugin: &PluginInfo, mut messages: Vec<OutMessage>) -> Vec<OutMessage> {
-    for message in &mut messages {
+impl Dispatcher {
+    /// Commits `effects` of `input` that succeeded on `plugin`: resolves after the first stage.
+    /// `exclusive` is the plugin's commit lock when the caller already holds it.
+    pub(super) async fn commit(
+        self: &Arc<Self>,
+        plugin: &PluginInfo,
+        input: &Input<'_>,
+        mut effects: Effects,
+        exclusive: Option<OwnedMutexGuard<()>>,
+    ) -> Result<Committing, CommitError> {
+        let messages = stamp(plugin, input, std::mem::take(&mut effects.outbox));
+        let mut produced: Vec<(String, u64)> = Vec::new();
+        for message in &messages {
+            match produced
+                .iter_mut()
+                .find(|(topic, _)| *topic == message.topic)
+            {
+                Some((_, count)) => *count += 1,
+                None => produced.push((message.topic.clone(), 1)),
+            }
+        }
+        let (staged_tx, staged) = oneshot::channel();
+        let (settled_tx, settled) = oneshot::channel();
+        let (this, plugin) = (self.clone(), plugin.clone());
+        tokio::spawn(async move {
+            let staged = match this.stage(&plugin, messages, effects, exclusive).await {
+                Ok(staged) => {
+                    let _ = staged_tx.send(Ok(()));
+                    staged
+                }
+                Err(e) => {
+                    let _ = staged_tx.send(Err(e));
+                    return;
+                }
+            };
+            let settled = staged.settle().await;
+            if settled.is_ok() {
+                for (topic, count) in produced {
+                    this.metrics.produced(&topic, count);
+                }
+            }
+            let _ = settled_tx.send(settled);
+        });
+        match staged.await {
+            Ok(Ok(())) => Ok(Committing(settled)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(CommitError::Unavailable("commit task failed".into())),
+        }
+    }
+
+    async fn stage(
+        &self,
+        plugin: &PluginInfo,
+        messages: Vec<OutMessage>,
+        effects: Effects,
+        exclusive: Option<OwnedMutexGuard<()>>,
+    ) -> Result<Staged, CommitError> {
+        let ticket =
+            if effects.reads.is_empty() && effects.scans.is_empty() && effects.writes.is_empty() {
+                None
+            } else {
+                let _lock = match exclusive {
+                    Some(lock) => lock,
+                    None => self.commit_lock(&plugin.name).lock_owned().await,
+                };
+                let (pending, name) = (self.pending.clone(), plugin.name.clone());
+                let (reads, scans) = (effects.reads, effects.scans);
+                let writes: Vec<_> = effects.writes.into_iter().collect();
+                let checked = tokio::task::spawn_blocking(move || {
+                    for (key, seen) in &reads {
+                        if pending.get(&name, key)? != *seen {
+                            return Ok(None);
+                        }
+                    }
+                    for (prefix, seen) in &scans {
+                        if pending.scan(&name, prefix)? != *seen {
+                            return Ok(None);
+                        }
+                    }
+                    Ok::<_, StateError>(Some(pending.register(&name, writes)))
+                })
+                .await;
+                match checked {
+                    Ok(Ok(Some(ticket))) => Some(ticket),
+                    Ok(Ok(None)) => return Err(CommitError::Conflict),
+                    Ok(Err(e)) => return Err(CommitError::Unavailable(e.to_string())),
+                    Err(join) => {
+                        return Err(CommitError::Unavailable(format!(
+                            "state task failed: {join}"
+                        )));
+                    }
+                }
+            };
+        // A dropped ticket withdraws its writes, so an error here leaves nothing behind.
+        let acks = if messages.is_empty() {
+            None
+        } else {
+            Some(self.bus.enqueue(messages).await.map_err(bus_error)?)
+        };
+        Ok(Staged { acks, ticket })
+    }
+}
+
+/// An input past the first stage of its commit.
+struct Staged {
+    acks: Option<Acks>,
+    ticket: Option<Ticket>,
+}
+
+impl Staged {
+    async fn settle(self) -> Result<(), CommitError> {
+        if let Some(acks) = self.acks
+            && let Err(e) = acks.await
+        {
+            if let Some(ticket) = self.ticket {
+                ticket.abandon();
+            }
+            return Err(bus_error(e));
+        }
+        match self.ticket {
+            None => Ok(()),
+            Some(ticket) => ticket.apply().await.map_err(|e| match e {
+                ApplyError::Superseded => CommitError::Superseded,
+                ApplyError::Store(why) => CommitError::Unavailable(why),
+            }),
+        }
+    }
+}
+
+fn bus_error(error: BusError) -> CommitError {
+    match error {
+        BusError::Refused(why) => CommitError::Refused(why),
+        other => CommitError::Unavailable(other.to_string()),
+    }
+}
+
+/// Adds the producing plugin's name and version, the message's id and the input's span as its
+/// trace parent (replacing any a plugin copied over) to every message.
+fn stamp(plugin: &PluginInfo, input: &Input<'_>, mut messages: Vec<OutMessage>) -> Vec<OutMessage> {
+    let traceparent = input.span.traceparent();
+    for (n, message) in messages.iter_mut().enumerate() {
+        (message.headers).retain(|(name, _)| !name.eq_ignore_ascii_case(TRACEPARENT));
         message
             .headers
             .push((PLUGIN_HEADER.into(), plugin.name.clone().into_bytes()));
         message
             .headers
             .push((VERSION_HEADER.into(), plugin.version.clone().into_bytes()));
+        message
+            .headers
+            .push((ID_HEADER.into(), format!("{}#{n}", input.id).into_bytes()));
+        (message.headers).push((TRACEPARENT.into(), traceparent.clone().into_bytes()));
     }
     messages
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, crate::state::StateError> + Send + 'static,
-) -> Result<T, CommitError> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(|e| CommitError::Failed(e.to_string())),
-        Err(join) => Err(CommitError::Failed(format!("state task failed: {join}"))),
-    }
 }

@@ -1,16 +1,20 @@
-//! Consumed records: retries with exponential backoff, then the dead-letter topic.
+//! Consumed records: two-stage handling for the bus's pipeline, retries with exponential
+//! backoff, then the dead-letter topic.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::Kind;
-use super::commit::{PLUGIN_HEADER, VERSION_HEADER};
-use super::{Dispatcher, InputError};
-use crate::bus::{BusError, Handled, Record, RecordHandler};
-use crate::runtime::{Delivery, Message, OutMessage};
+use super::commit::{CommitError, Committing, PLUGIN_HEADER, VERSION_HEADER};
+use super::trace::{Span, TRACEPARENT};
+use super::{Dispatcher, Input, InputError};
+use crate::bus::{BusError, Finish, Handled, Record, RecordHandler};
+use crate::runtime::{Delivery, LoadedPlugin, Message, OutMessage, Runtime};
 
 /// What the dispatcher needs to know about one subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +33,10 @@ pub struct SubscriptionRuntime {
     pub backoff: Duration,
     /// Upper bound of the delay.
     pub max_backoff: Duration,
+    /// Inputs of one partition that may run at once (different keys only).
+    pub concurrency: u32,
+    /// Most inputs of one partition started and not yet committed.
+    pub max_pending: u32,
 }
 
 impl SubscriptionRuntime {
@@ -43,92 +51,158 @@ impl SubscriptionRuntime {
     }
 }
 
+/// Bound of [`Subscribed::refused`]; records refused once and then never rerun (a rebalance)
+/// would otherwise pile up.
+const MAX_REMEMBERED_REFUSALS: usize = 1024;
+
+/// A running subscription, as its records see it.
+struct Subscribed {
+    settings: SubscriptionRuntime,
+    /// Commits that failed in a row for want of the bus or the store: the next wait doubles.
+    outages: AtomicU32,
+    /// Records whose messages the bus refused once (partition, offset), to be sure on rerun.
+    refused: Mutex<HashSet<(i32, i64)>>,
+    shutdown: CancellationToken,
+}
+
 impl Dispatcher {
     /// The bus-facing handler of a subscription.
     pub fn record_handler(
         self: &Arc<Self>,
-        sub: SubscriptionRuntime,
+        settings: SubscriptionRuntime,
         shutdown: CancellationToken,
     ) -> RecordHandler {
-        let (dispatcher, sub) = (self.clone(), Arc::new(sub));
-        Arc::new(move |record| {
-            let (dispatcher, sub, shutdown) = (dispatcher.clone(), sub.clone(), shutdown.clone());
-            async move { dispatcher.deliver(&sub, record, &shutdown).await }.boxed()
+        let (concurrency, max_pending) = (settings.concurrency, settings.max_pending);
+        let dispatcher = self.clone();
+        let sub = Arc::new(Subscribed {
+            settings,
+            outages: AtomicU32::new(0),
+            refused: Mutex::default(),
+            shutdown,
+        });
+        RecordHandler::pipelined(concurrency as usize, max_pending as usize, move |record| {
+            dispatcher.clone().start(sub.clone(), record).boxed()
         })
     }
 
-    /// Handles one record until it commits or is dead-lettered. Returns [`Handled::Stop`] only
-    /// when shutdown interrupts a retry wait, leaving the record uncommitted.
-    pub async fn deliver(
-        self: &Arc<Self>,
-        sub: &SubscriptionRuntime,
-        record: Record,
-        shutdown: &CancellationToken,
-    ) -> Handled {
-        let label: Arc<str> =
-            format!("{}/{}@{}", record.topic, record.partition, record.offset).into();
+    /// Runs a record until its commit is past the first stage, then returns the wait for the
+    /// rest; or handles it to the end (dead letter, shutdown) and returns that outcome.
+    async fn start(self: Arc<Self>, sub: Arc<Subscribed>, record: Record) -> Finish {
+        let settings = &sub.settings;
+        let id = format!("{}/{}/{}", record.topic, record.partition, record.offset);
+        let input = Input {
+            plugin: &settings.plugin,
+            kind: Kind::Message,
+            source: &settings.topic,
+            id: &id,
+            label: format!("{}/{}@{}", record.topic, record.partition, record.offset).into(),
+            span: Span::continuing(
+                (record.headers.iter())
+                    .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
+                    .map(|(_, value)| value.as_slice()),
+            ),
+        };
         let mut attempt = 1;
-        let mut outage_delay = sub.backoff;
+        let mut outage_delay = settings.backoff;
         loop {
             let delivery = Arc::new(to_delivery(&record, attempt));
-            let result = self
-                .execute(
-                    &sub.plugin,
-                    Kind::Message,
-                    label.clone(),
-                    move |runtime, loaded, label| {
-                        let delivery = delivery.clone();
-                        async move { runtime.handle_message(&loaded, &delivery, label).await }
-                            .boxed()
-                    },
-                )
-                .await;
-            let error = match result {
-                Ok(()) => {
-                    self.set_stalled(sub, None);
-                    return Handled::Commit;
-                }
+            let call = move |runtime: Arc<Runtime>, loaded: Arc<LoadedPlugin>, label| {
+                let delivery = delivery.clone();
+                async move { runtime.handle_message(&loaded, &delivery, label).await }.boxed()
+            };
+            let error = match self.run(&input, &call).await {
+                Ok(((), committing)) => return self.finish(sub, record, attempt, committing),
                 Err(error) => error,
             };
-            if matches!(error, InputError::ShuttingDown) {
-                return Handled::Stop;
+            let handled = match error {
+                InputError::ShuttingDown => Some(Handled::Stop),
+                _ => None,
+            };
+            if let Some(handled) = handled {
+                return Finish::now(handled);
             }
-            tracing::warn!(plugin = %sub.plugin, input = %label, attempt, kind = error.kind(), "input failed: {error}");
+            self.finished(&settings.plugin, &settings.topic, Some(&error));
+            tracing::warn!(plugin = %settings.plugin, input = %input.label, trace_id = %input.span.trace_id(),
+                attempt, kind = error.kind(), "input failed: {error}");
             if matches!(error, InputError::Commit(_) | InputError::NoPlugin(_)) {
                 // The handler succeeded but the bus or the store could not take its effects, or
-                // the plugin is being replaced or removed: not the input's fault. Wait for them without using up its attempts, so an outage
-                // never dead-letters good inputs. Meanwhile the subscription shows as stalled.
-                self.set_stalled(sub, Some(error.to_string()));
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Handled::Stop,
-                    _ = tokio::time::sleep(outage_delay) => {}
+                // the plugin is being replaced or removed: not the input's fault. Wait for them
+                // without using up its attempts, so an outage never dead-letters good inputs.
+                // Meanwhile the subscription shows as stalled.
+                self.set_stalled(settings, Some(error.to_string()));
+                if !sub.pause(outage_delay).await {
+                    return Finish::now(Handled::Stop);
                 }
-                outage_delay = (outage_delay * 2).min(sub.max_backoff);
+                outage_delay = (outage_delay * 2).min(settings.max_backoff);
                 continue;
             }
-            if !error.is_retryable() || attempt >= sub.attempts {
-                return self
-                    .dead_letter(sub, &record, &error, attempt, shutdown)
-                    .await;
+            if !error.is_retryable() || attempt >= settings.attempts {
+                return Finish::now(self.dead_letter(&sub, &record, &error, attempt).await);
             }
             attempt += 1;
-            tokio::select! {
-                _ = shutdown.cancelled() => return Handled::Stop,
-                _ = tokio::time::sleep(sub.delay_before(attempt)) => {}
+            self.metrics.retry(&settings.plugin, &settings.topic);
+            if !sub.pause(settings.delay_before(attempt)).await {
+                return Finish::now(Handled::Stop);
             }
         }
+    }
+
+    /// The second stage of a record: waits for its commit to settle.
+    fn finish(
+        self: Arc<Self>,
+        sub: Arc<Subscribed>,
+        record: Record,
+        attempt: u32,
+        committing: Committing,
+    ) -> Finish {
+        Finish::later(async move {
+            let settings = &sub.settings;
+            let error = match committing.settled().await {
+                Ok(()) => {
+                    sub.outages.store(0, Ordering::Relaxed);
+                    self.set_stalled(settings, None);
+                    self.finished(&settings.plugin, &settings.topic, None);
+                    return Handled::Commit;
+                }
+                // An earlier input this one may have read from did not commit: run again.
+                Err(CommitError::Superseded | CommitError::Conflict) => return Handled::Rerun,
+                Err(e) => InputError::from(e),
+            };
+            self.finished(&settings.plugin, &settings.topic, Some(&error));
+            let input = format!("{}/{}@{}", record.topic, record.partition, record.offset);
+            tracing::warn!(plugin = %settings.plugin, input = %input, kind = error.kind(), "input failed: {error}");
+            if matches!(error, InputError::Refused(_)) {
+                // The broker refuses a whole batch when one message is too large for it, so a
+                // refusal is final only when the record's messages went alone: the rerun does.
+                if sub.refused_before(&record) {
+                    return self.dead_letter(&sub, &record, &error, attempt).await;
+                }
+                return Handled::Rerun;
+            }
+            self.set_stalled(settings, Some(error.to_string()));
+            let outages = sub.outages.fetch_add(1, Ordering::Relaxed);
+            let delay = settings
+                .backoff
+                .saturating_mul(2u32.saturating_pow(outages.min(16)))
+                .min(settings.max_backoff);
+            if sub.pause(delay).await {
+                Handled::Rerun
+            } else {
+                Handled::Stop
+            }
+        })
     }
 
     /// Publishes the record to the dead-letter topic, retrying until the bus takes it: an
     /// input's offset is never committed before it is somewhere durable.
     async fn dead_letter(
         &self,
-        sub: &SubscriptionRuntime,
+        subscribed: &Subscribed,
         record: &Record,
         error: &InputError,
         attempts: u32,
-        shutdown: &CancellationToken,
     ) -> Handled {
+        let sub = &subscribed.settings;
         let version = self
             .registry
             .get(&sub.plugin)
@@ -156,6 +230,7 @@ impl Dispatcher {
                 Ok(()) => {
                     tracing::warn!(plugin = %sub.plugin, input = %input,
                         dead_letter = %sub.dead_letter, "dead-lettered after {attempts} attempt(s): {error}");
+                    self.metrics.dead_letter(&sub.plugin, &sub.topic);
                     self.set_stalled(sub, None);
                     return Handled::Commit;
                 }
@@ -169,11 +244,34 @@ impl Dispatcher {
                     self.set_stalled(sub, Some(format!("cannot dead-letter {input}: {e}")));
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Handled::Stop,
-                _ = tokio::time::sleep(delay) => {}
+            if !subscribed.pause(delay).await {
+                return Handled::Stop;
             }
             delay = (delay * 2).min(sub.max_backoff);
+        }
+    }
+}
+
+impl Subscribed {
+    /// Whether `record` was refused before; remembers it otherwise.
+    fn refused_before(&self, record: &Record) -> bool {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let position = (record.partition, record.offset);
+        if refused.remove(&position) {
+            return true;
+        }
+        if refused.len() >= MAX_REMEMBERED_REFUSALS {
+            refused.clear();
+        }
+        refused.insert(position);
+        false
+    }
+
+    /// Waits `delay`; false when shutdown came first.
+    async fn pause(&self, delay: Duration) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
         }
     }
 }
@@ -251,6 +349,8 @@ mod tests {
             attempts: 10,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(500),
+            concurrency: 1,
+            max_pending: 1,
         };
         let delays: Vec<_> = (2..=6).map(|a| sub.delay_before(a).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 500, 500]);

@@ -1,33 +1,39 @@
 //! The dispatcher: input → fresh instance → staged effects → commit.
 //!
 //! Every input (a consumed record or an HTTP request) runs on the current version of its
-//! plugin, on the blocking pool so a CPU-bound plugin never stalls the async runtime. Its
-//! effects are applied only when the handler succeeded: messages are published and
-//! acknowledged first, then state writes are made durable. An input whose reads were changed
-//! by a concurrent commit runs again on fresh state, holding its plugin's commit lock so the
-//! second run cannot lose again: no update is lost, and uncontended inputs never wait.
+//! plugin, on a fresh instance that yields to the async runtime while it waits. Its effects
+//! are applied only when the handler succeeded, in two stages (see `commit`): checked,
+//! made visible to later inputs and queued first; acknowledged and made durable later, while
+//! the next inputs already run. An input whose reads were changed by a concurrent commit runs
+//! again on fresh state, holding its plugin's commit lock so the second run cannot lose again:
+//! no update is lost, and uncontended inputs never wait.
 
 mod admission;
 mod commit;
 mod messages;
+mod trace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
+use tracing::Instrument as _;
 
 use admission::{Admission, Kind, Refusal};
 
 pub use admission::{Overloaded, RETRY_AFTER};
-pub use commit::{PLUGIN_HEADER, VERSION_HEADER};
+use commit::{CommitError, Committing};
+pub use commit::{ID_HEADER, PLUGIN_HEADER, VERSION_HEADER};
 pub use messages::{SubscriptionRuntime, dead_letter_headers};
+pub use trace::{Span, TRACEPARENT};
 
 use crate::bus::Bus;
+use crate::metrics::Metrics;
 use crate::runtime::{
     Failure, HttpRequest, HttpResponse, Invocation, InvokeError, LoadedPlugin, Registry, Runtime,
 };
-use crate::state::StateStore;
+use crate::state::PendingStore;
 
 /// One run of a handler on a fresh instance, as the dispatcher drives it.
 type Call<T> = BoxFuture<'static, Invocation<Result<T, Failure>>>;
@@ -64,6 +70,16 @@ pub enum InputError {
     /// The plugin is at its concurrency limit and its HTTP queue is full.
     #[error("{0}")]
     Overloaded(#[from] Overloaded),
+}
+
+impl From<CommitError> for InputError {
+    fn from(error: CommitError) -> Self {
+        match error {
+            CommitError::Conflict | CommitError::Superseded => InputError::Conflict,
+            CommitError::Unavailable(why) => InputError::Commit(why),
+            CommitError::Refused(why) => InputError::Refused(why),
+        }
+    }
 }
 
 fn describe_failure(failure: &Failure) -> String {
@@ -113,34 +129,65 @@ impl InputError {
 pub struct Dispatcher {
     runtime: Arc<Runtime>,
     registry: Arc<Registry>,
-    store: Arc<dyn StateStore>,
+    /// State as inputs see it: durable plus the writes of inputs still committing.
+    pending: Arc<PendingStore>,
     bus: Arc<dyn Bus>,
-    /// One lock per plugin namespace, held from conflict check to durable write.
+    /// One lock per plugin namespace, held while an input's reads are checked and its writes
+    /// registered (and across the run of an input that lost a conflict).
     commit_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Which inputs may run now (per-plugin caps, fair shares, the instance pool).
     admission: Admission,
     /// Subscriptions that cannot make progress (name → why), e.g. waiting out an outage.
     stalled: Mutex<BTreeMap<String, String>>,
+    metrics: Arc<Metrics>,
+}
+
+/// What the dispatcher knows of one input while it runs it.
+struct Input<'a> {
+    plugin: &'a str,
+    kind: Kind,
+    /// The consumed topic, or `http`.
+    source: &'a str,
+    /// Names the input in its messages' ids.
+    id: &'a str,
+    /// Names the input in log lines.
+    label: Arc<str>,
+    /// Its place in a trace: its messages carry it as their parent.
+    span: Span,
 }
 
 impl Dispatcher {
-    /// A dispatcher running at most `max_instances` inputs at once.
+    /// A dispatcher running at most `max_instances` inputs at once. `pending` must be the
+    /// store `runtime` reads from.
     pub fn new(
         runtime: Arc<Runtime>,
         registry: Arc<Registry>,
-        store: Arc<dyn StateStore>,
+        pending: Arc<PendingStore>,
         bus: Arc<dyn Bus>,
         max_instances: usize,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Dispatcher {
             runtime,
             registry,
-            store,
+            pending,
             bus,
             commit_locks: Mutex::default(),
             admission: Admission::new(max_instances),
             stalled: Mutex::default(),
+            metrics,
         }
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The text of `GET /metrics`: the counters, and consumer lag and instances as they are.
+    pub fn render_metrics(&self) -> String {
+        self.metrics
+            .render(&self.bus.lag(), self.admission.in_use())
     }
 
     /// The plugin registry.
@@ -161,43 +208,79 @@ impl Dispatcher {
         plugin: &str,
         request: HttpRequest,
     ) -> Result<HttpResponse, InputError> {
-        let label: Arc<str> = format!("{} {}", request.method, request.path).into();
+        // Re-runs of this request (after a conflict) give its messages the same ids.
+        let id = format!("http/{}", uuid::Uuid::new_v4().simple());
+        let parent = (request.headers.iter())
+            .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
+            .map(|(_, value)| value.as_bytes());
+        let input = Input {
+            plugin,
+            kind: Kind::Http,
+            source: "http",
+            id: &id,
+            label: format!("{} {}", request.method, request.path).into(),
+            span: Span::continuing(parent),
+        };
         let request = Arc::new(request);
-        self.execute(plugin, Kind::Http, label, move |runtime, loaded, label| {
+        let call = move |runtime: Arc<Runtime>, loaded: Arc<LoadedPlugin>, label| {
             let request = request.clone();
             async move { runtime.handle_http(&loaded, &request, label).await }.boxed()
-        })
-        .await
-    }
-
-    /// Runs `call` on a fresh instance of `plugin` until it commits, fails, or loses too many
-    /// write conflicts.
-    async fn execute<T: Send + 'static>(
-        self: &Arc<Self>,
-        plugin: &str,
-        kind: Kind,
-        label: Arc<str>,
-        call: impl Fn(Arc<Runtime>, Arc<LoadedPlugin>, Arc<str>) -> Call<T>,
-    ) -> Result<T, InputError> {
-        let result = self
-            .execute_until_committed(plugin, kind, label, call)
-            .await;
-        match &result {
-            Ok(_) => self.registry.count_handled(plugin),
-            Err(_) => self.registry.count_failed(plugin),
+        };
+        let mut result = Err(InputError::Conflict);
+        for _ in 0..MAX_CONFLICT_RERUNS {
+            result = match self.run(&input, &call).await {
+                Ok((response, committing)) => match committing.settled().await {
+                    Ok(()) => Ok(response),
+                    // An earlier input whose writes this one may have read could not commit.
+                    Err(CommitError::Superseded) => continue,
+                    Err(e) => Err(e.into()),
+                },
+                Err(e) => Err(e),
+            };
+            break;
         }
+        self.finished(plugin, "http", result.as_ref().err());
         result
     }
 
-    async fn execute_until_committed<T: Send + 'static>(
+    /// Counts an input that committed (`None`) or failed.
+    fn finished(&self, plugin: &str, source: &str, error: Option<&InputError>) {
+        let outcome = match error {
+            None => {
+                self.registry.count_handled(plugin);
+                "ok"
+            }
+            Some(error) => {
+                self.registry.count_failed(plugin);
+                error.kind()
+            }
+        };
+        let version = self.registry.get(plugin).map(|p| p.info.version.clone());
+        let version = version.as_deref().unwrap_or("-");
+        self.metrics.input(plugin, version, source, outcome);
+    }
+
+    /// Runs `call` on a fresh instance of `plugin` until its commit is past the first stage,
+    /// it fails, or it loses too many write conflicts.
+    async fn run<T: Send + 'static>(
         self: &Arc<Self>,
-        plugin: &str,
-        kind: Kind,
-        label: Arc<str>,
-        call: impl Fn(Arc<Runtime>, Arc<LoadedPlugin>, Arc<str>) -> Call<T>,
-    ) -> Result<T, InputError> {
+        input: &Input<'_>,
+        call: &impl Fn(Arc<Runtime>, Arc<LoadedPlugin>, Arc<str>) -> Call<T>,
+    ) -> Result<(T, Committing), InputError> {
+        // Every log line of the input, the plugin's own included, names it and its trace.
+        let log = tracing::info_span!("input", plugin = %input.plugin, input = %input.label,
+            trace_id = %input.span.trace_id());
+        self.run_logged(input, call).instrument(log).await
+    }
+
+    async fn run_logged<T: Send + 'static>(
+        self: &Arc<Self>,
+        input: &Input<'_>,
+        call: &impl Fn(Arc<Runtime>, Arc<LoadedPlugin>, Arc<str>) -> Call<T>,
+    ) -> Result<(T, Committing), InputError> {
+        let plugin = input.plugin;
         // First optimistically; after a conflict, the input re-runs holding its plugin's commit
-        // lock, so no other commit can change what it reads and the next commit succeeds.
+        // lock, so no other commit can change what it reads and the next check succeeds.
         let mut exclusive = None;
         for _ in 0..MAX_CONFLICT_RERUNS {
             let loaded = self
@@ -205,51 +288,35 @@ impl Dispatcher {
                 .get(plugin)
                 .ok_or_else(|| InputError::NoPlugin(plugin.to_string()))?;
             let invocation = {
-                let _admitted = match self.admission.admit(&loaded.info, kind).await {
+                let _admitted = match self.admission.admit(&loaded.info, input.kind).await {
                     Ok(admitted) => admitted,
                     Err(Refusal::Overloaded(overloaded)) => return Err(overloaded.into()),
                     Err(Refusal::ShuttingDown) => return Err(InputError::ShuttingDown),
                 };
                 // The instance lives inside this call: when it returns (or is dropped), the
                 // instance is gone before the slot is released.
-                call(self.runtime.clone(), loaded.clone(), label.clone()).await
+                let started = std::time::Instant::now();
+                let invocation = call(self.runtime.clone(), loaded.clone(), input.label.clone());
+                let invocation = invocation.await;
+                let seconds = started.elapsed().as_secs_f64();
+                self.metrics.handler_time(plugin, input.source, seconds);
+                invocation
             };
             let value = match invocation.outcome {
                 Ok(Ok(value)) => value,
                 Ok(Err(failure)) => return Err(InputError::Failed(failure)),
                 Err(e) => return Err(InputError::Invoke(e)),
             };
-            // The commit runs as a task of its own, so a caller that goes away mid-commit
-            // (an HTTP client disconnecting) cannot leave it half applied.
-            let (this, info, exclusive_now) = (self.clone(), loaded.info.clone(), exclusive.take());
-            let committed = tokio::spawn(async move {
-                let exclusive = exclusive_now;
-                let result = match &exclusive {
-                    None => this.commit(&info, invocation.effects).await,
-                    Some(_) => this.commit_locked(&info, invocation.effects).await,
-                };
-                (result, exclusive)
-            })
-            .await;
-            let committed = match committed {
-                Ok((committed, lock)) => {
-                    exclusive = lock;
-                    committed
+            match self
+                .commit(&loaded.info, input, invocation.effects, exclusive.take())
+                .await
+            {
+                Ok(committing) => return Ok((value, committing)),
+                Err(CommitError::Conflict) => {
+                    tracing::debug!("write conflict, running the input again");
+                    exclusive = Some(self.commit_lock(plugin).lock_owned().await);
                 }
-                Err(join) => Err(commit::CommitError::Failed(format!(
-                    "commit task failed: {join}"
-                ))),
-            };
-            match committed {
-                Ok(()) => return Ok(value),
-                Err(commit::CommitError::Conflict) => {
-                    tracing::debug!(plugin = %plugin, input = %label, "write conflict, running the input again");
-                    if exclusive.is_none() {
-                        exclusive = Some(self.commit_lock(plugin).lock_owned().await);
-                    }
-                }
-                Err(commit::CommitError::Failed(why)) => return Err(InputError::Commit(why)),
-                Err(commit::CommitError::Refused(why)) => return Err(InputError::Refused(why)),
+                Err(e) => return Err(e.into()),
             }
         }
         Err(InputError::Conflict)
@@ -305,8 +372,10 @@ mod tests {
     #[test]
     fn commit_locks_follow_the_deployment() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn StateStore> =
-            Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).unwrap());
+        let store = PendingStore::new(
+            Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).unwrap()),
+            Arc::default(),
+        );
         let settings = RuntimeSettings {
             max_memory_bytes: 1 << 20,
             max_instances: 1,
@@ -315,7 +384,14 @@ mod tests {
         };
         let runtime = Arc::new(Runtime::new(settings, store.clone()).unwrap());
         let bus = Arc::new(EmbeddedBus::new());
-        let dispatcher = Dispatcher::new(runtime, Arc::new(Registry::new()), store, bus, 1);
+        let dispatcher = Dispatcher::new(
+            runtime,
+            Arc::new(Registry::new()),
+            store,
+            bus,
+            1,
+            Arc::default(),
+        );
         let held = dispatcher.commit_lock("busy");
         for i in 0..100 {
             dispatcher.commit_lock(&format!("removed-{i}"));

@@ -24,7 +24,6 @@ pub use error::ApiError;
 pub use routes::{Match, Route, RouteTable};
 pub use server::{ServerLimits, serve};
 
-use crate::bus::Health;
 use crate::dispatch::{Dispatcher, InputError};
 use crate::runtime::{Failure, HttpRequest, HttpResponse, InvokeError};
 
@@ -88,31 +87,26 @@ pub fn router_with(state: Arc<HttpState>, more: Router) -> Router {
     cors::layer(app, state)
 }
 
-/// 200 when healthy; 503 while the bus is degraded (e.g. broker unreachable) or a subscription
-/// makes no progress. It says only its status: the reasons (which may name addresses) are in
-/// the log and on the admin routes.
-async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
-    let healthy =
-        state.dispatcher.bus().health() == Health::Ok && state.dispatcher.stalled().is_empty();
-    if healthy {
-        Json(serde_json::json!({ "status": "ok" })).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "degraded" })),
-        )
-            .into_response()
-    }
+/// Liveness: 200 while the host serves. Whether it can do its work (broker reachable, plugins
+/// loaded, subscriptions flowing) is `GET /readyz`.
+async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 async fn dispatch(State(state): State<Arc<HttpState>>, request: Request) -> Response {
     let routes = state.routes();
     let path = request.uri().path().to_string();
     match routes.find(request.method().as_str(), &path) {
-        Match::Found(route, params) => match call_plugin(&state, route, params, request).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
-        },
+        Match::Found(route, params) => {
+            let method = request.method().clone();
+            let response = match call_plugin(&state, route, params, request).await {
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            };
+            let status = response.status().as_u16();
+            (state.dispatcher.metrics()).http_request(&route.pattern, method.as_str(), status);
+            response
+        }
         // A file still answers GET and HEAD where routes take only other methods, so that
         // e.g. `POST /` can go to a plugin while `GET /` serves the page.
         Match::MethodNotAllowed(allow) => {

@@ -73,20 +73,22 @@ impl StateStore for EmbeddedStore {
         Ok(entries)
     }
 
-    fn apply(&self, namespace: &str, writes: &[Write]) -> Result<(), StateError> {
-        if writes.is_empty() {
+    fn apply_batch(&self, batch: &[(String, Vec<Write>)]) -> Result<(), StateError> {
+        if batch.iter().all(|(_, writes)| writes.is_empty()) {
             return Ok(());
         }
         let txn = self.db.begin_write().map_err(StateError::new)?;
         {
             let mut table = txn.open_table(ENTRIES).map_err(StateError::new)?;
-            for (key, value) in writes {
-                let key = full_key(namespace, key);
-                match value {
-                    Some(v) => table.insert(key.as_slice(), v.as_slice()).map(drop),
-                    None => table.remove(key.as_slice()).map(drop),
+            for (namespace, writes) in batch {
+                for (key, value) in writes {
+                    let key = full_key(namespace, key);
+                    match value {
+                        Some(v) => table.insert(key.as_slice(), v.as_slice()).map(drop),
+                        None => table.remove(key.as_slice()).map(drop),
+                    }
+                    .map_err(StateError::new)?;
                 }
-                .map_err(StateError::new)?;
             }
         }
         txn.commit().map_err(StateError::new)

@@ -1,11 +1,14 @@
 //! Durable per-plugin key-value state.
 //!
 //! Every plugin has its own namespace. Handlers never write directly: their writes are staged
-//! (see `runtime::Effects`) and applied here in one atomic batch when the input commits.
+//! (see `runtime::Effects`), become visible to later inputs once they passed their conflict
+//! check ([`PendingStore`]), and are applied here, many inputs in one atomic batch.
 
 mod embedded;
+mod pending;
 
 pub use embedded::EmbeddedStore;
+pub use pending::{ApplyError, PendingStore, Ticket};
 
 /// One staged write: a key and its new value, `None` to delete.
 pub type Write = (String, Option<Vec<u8>>);
@@ -32,5 +35,11 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Applies `writes` to `namespace` atomically and durably: after `Ok`, a crash loses none
     /// of them; after `Err` or a crash during the call, none is visible.
-    fn apply(&self, namespace: &str, writes: &[Write]) -> Result<(), StateError>;
+    fn apply(&self, namespace: &str, writes: &[Write]) -> Result<(), StateError> {
+        self.apply_batch(&[(namespace.to_string(), writes.to_vec())])
+    }
+
+    /// Applies every namespace's writes, in order, atomically and durably, as [`Self::apply`]
+    /// does for one.
+    fn apply_batch(&self, batch: &[(String, Vec<Write>)]) -> Result<(), StateError>;
 }

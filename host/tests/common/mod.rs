@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventhost::app::{Host, RunningHost};
-use eventhost::bus::{Bus, Handled, Record};
+use eventhost::bus::{Bus, Handled, Record, RecordHandler};
 use eventhost::config::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -181,7 +181,7 @@ pub fn collect(
     bus.subscribe(
         topic,
         group,
-        Arc::new(move |record| {
+        RecordHandler::sequential(move |record| {
             sink.lock().unwrap().push(record);
             Box::pin(async { Handled::Commit })
         }),

@@ -6,6 +6,7 @@
 //! | `fail-until:<n>` | fails (retry) while `attempt` < n, then forwards `done:<n>` as above |
 //! | `record:<text>` | stores `<text>` under `rec:<partition>:<offset, 12 digits>`, and sends it to `forward_to` if set |
 //! | `put-then-fail:<key>` | stores the value under `<key>`, then fails (retry) |
+//! | `count:<name>` | adds one to the counter under `count:<name>` and sends the new count to `forward_to` if set |
 //! | `sleep:<ms>` | sleeps that long (a WASI wait), then forwards `slept:<ms>` as above |
 //! | `invalid`, `retry` | fails with that failure |
 //! | `trap`, `loop`, `alloc` | panics, spins forever, allocates until stopped |
@@ -40,6 +41,16 @@ pub fn handle(host: &mut impl Host, delivery: &Delivery) -> Result<(), Failure> 
             let key = format!("rec:{}:{:012}", delivery.partition, delivery.offset);
             put(host, &key, arg.as_bytes())?;
             send_forward(host, delivery, arg)
+        }
+        "count" => {
+            let key = format!("count:{arg}");
+            let count = host
+                .get(&key)
+                .map(|v| String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0))
+                .unwrap_or(0)
+                + 1;
+            put(host, &key, count.to_string().as_bytes())?;
+            send_forward(host, delivery, &count.to_string())
         }
         "put-then-fail" => {
             put(host, arg, &delivery.message.value)?;
@@ -131,6 +142,17 @@ mod tests {
                 headers: vec![("trace".into(), b"t1".to_vec())],
             }]
         );
+    }
+
+    #[test]
+    fn counts_up_and_forwards_the_count() {
+        let mut host = FakeHost::new().with_config("forward_to", "out");
+        for _ in 0..3 {
+            assert_eq!(handle(&mut host, &delivery(b"count:c", 1)), Ok(()));
+        }
+        assert_eq!(host.text("count:c").as_deref(), Some("3"));
+        let sent: Vec<&[u8]> = host.sent.iter().map(|m| m.value.as_slice()).collect();
+        assert_eq!(sent, [b"1", b"2", b"3"]);
     }
 
     #[test]
