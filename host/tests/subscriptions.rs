@@ -92,6 +92,12 @@ plugin = "testkit"
     }
 }
 
+/// The version of the testkit plugin the host serves.
+fn testkit_version(host: &TestHost) -> String {
+    let registry = host.host().dispatcher().registry();
+    registry.get("testkit").unwrap().info.version.clone()
+}
+
 async fn publish(host: &TestHost, messages: Vec<OutMessage>) {
     host.bus().publish(messages).await.expect("published");
 }
@@ -118,15 +124,7 @@ async fn keeps_order_per_key(setup: Setup, subscription: &str) {
         (seen.len() == 100).then(|| seen.clone())
     })
     .await;
-    let version = host
-        .host()
-        .dispatcher()
-        .registry()
-        .get("testkit")
-        .unwrap()
-        .info
-        .version
-        .clone();
+    let version = testkit_version(&host);
     for key in keys {
         let values: Vec<String> = records
             .iter()
@@ -214,15 +212,7 @@ async fn failures_end_in_the_dead_letter_topic_with_reasons_and_original_bytes(s
         },
     )
     .await;
-    let version = host
-        .host()
-        .dispatcher()
-        .registry()
-        .get("testkit")
-        .unwrap()
-        .info
-        .version
-        .clone();
+    let version = testkit_version(&host);
     for (key, value, kind, attempts) in &cases {
         let record = records
             .iter()
@@ -400,15 +390,7 @@ async fn metrics_count_what_flows(setup: Setup) {
         done.then_some(())
     })
     .await;
-    let version = host
-        .host()
-        .dispatcher()
-        .registry()
-        .get("testkit")
-        .unwrap()
-        .info
-        .version
-        .clone();
+    let version = testkit_version(&host);
     let (input, output) = (&setup.input, &setup.output);
     let expected = [
         format!(

@@ -550,15 +550,7 @@ impl PartitionSource for PartitionQueue {
     }
 
     fn commit(&mut self, offset: i64) {
-        // librdkafka commits `offset + 1`, the next record to read. This fails harmlessly if
-        // the partition was revoked meanwhile: its new owner re-delivers the record.
-        if let Err(e) = self
-            .consumer
-            .store_offset(&self.topic, self.partition, offset)
-        {
-            let (topic, partition) = (&self.topic, self.partition);
-            tracing::debug!(topic, partition, "offset not stored: {e}");
-        }
+        store_offset(&self.consumer, &self.topic, self.partition, offset);
     }
 }
 
@@ -576,13 +568,16 @@ impl PartitionSource for AddedPartition {
     }
 
     fn commit(&mut self, offset: i64) {
-        if let Err(e) = self
-            .consumer
-            .store_offset(&self.topic, self.partition, offset)
-        {
-            let (topic, partition) = (&self.topic, self.partition);
-            tracing::debug!(topic, partition, "offset not stored: {e}");
-        }
+        store_offset(&self.consumer, &self.topic, self.partition, offset);
+    }
+}
+
+/// Stores `offset` for the next commit. librdkafka commits `offset + 1`, the next record to
+/// read. This fails harmlessly if the partition was revoked meanwhile: its new owner
+/// re-delivers the record (at-least-once).
+fn store_offset(consumer: &StreamConsumer<Context>, topic: &str, partition: i32, offset: i64) {
+    if let Err(e) = consumer.store_offset(topic, partition, offset) {
+        tracing::debug!(topic, partition, "offset not stored: {e}");
     }
 }
 

@@ -152,31 +152,41 @@ fn start_eligible(
     handler: &RecordHandler,
     starting: &mut FuturesUnordered<BoxFuture<'static, (i64, Finish)>>,
 ) {
-    let mut running = starting.len();
-    if running >= handler.concurrency {
+    let free = handler.concurrency.saturating_sub(starting.len());
+    if free == 0 {
         return;
     }
-    let mut busy_keys: HashSet<Option<Vec<u8>>> = HashSet::new();
-    for entry in entries.iter_mut() {
-        match entry.stage {
-            Stage::Starting => {
-                busy_keys.insert(entry.record.key.clone());
-            }
-            Stage::Waiting => {
-                if !busy_keys.insert(entry.record.key.clone()) {
-                    continue;
+    let eligible: Vec<usize> = if handler.concurrency == 1 {
+        // One at a time: the first waiting record, keys do not matter.
+        entries
+            .iter()
+            .position(|e| e.stage == Stage::Waiting)
+            .into_iter()
+            .collect()
+    } else {
+        let mut busy_keys: HashSet<Option<&[u8]>> = HashSet::new();
+        let mut eligible = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            let key = entry.record.key.as_deref();
+            match entry.stage {
+                Stage::Starting => {
+                    busy_keys.insert(key);
                 }
-                entry.stage = Stage::Starting;
-                let offset = entry.record.offset;
-                let start = handler.start(entry.record.clone());
-                starting.push(Box::pin(async move { (offset, start.await) }));
-                running += 1;
-                if running >= handler.concurrency {
-                    return;
+                // A key seen here for the first time has nothing earlier still starting.
+                Stage::Waiting if eligible.len() < free && busy_keys.insert(key) => {
+                    eligible.push(index);
                 }
+                _ => {}
             }
-            Stage::Finishing | Stage::Done => {}
         }
+        eligible
+    };
+    for index in eligible {
+        let entry = &mut entries[index];
+        entry.stage = Stage::Starting;
+        let offset = entry.record.offset;
+        let start = handler.start(entry.record.clone());
+        starting.push(Box::pin(async move { (offset, start.await) }));
     }
 }
 

@@ -99,10 +99,19 @@ async fn dispatch(State(state): State<Arc<HttpState>>, request: Request) -> Resp
     match routes.find(request.method().as_str(), &path) {
         Match::Found(route, params) => {
             let method = request.method().clone();
-            let response = match call_plugin(&state, route, params, request).await {
+            let mut response = match call_plugin(&state, route, params, request).await {
                 Ok(response) => response,
                 Err(error) => error.into_response(),
             };
+            if matches!(
+                response.status(),
+                StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+            ) {
+                // The body was not read to its end: the connection cannot carry another
+                // request, and the client must not try.
+                (response.headers_mut())
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             let status = response.status().as_u16();
             (state.dispatcher.metrics()).http_request(&route.pattern, method.as_str(), status);
             response
@@ -151,7 +160,12 @@ async fn call_plugin(
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > state.body_limit) {
+    if let Some(declared) = declared.filter(|len| *len > state.body_limit) {
+        // A client still sending when the answer comes would see its connection reset instead
+        // of the answer: read (and drop) a body of up to twice the limit first.
+        if declared <= state.body_limit.saturating_mul(2) {
+            discard(body).await;
+        }
         return Err(too_large());
     }
     let body = axum::body::to_bytes(body, state.body_limit)
@@ -182,6 +196,12 @@ async fn call_plugin(
         Ok(response) => Ok(to_response(response)),
         Err(error) => Err(plugin_error(&route.plugin, &label, error)),
     }
+}
+
+/// Reads `body` to its end, keeping nothing.
+async fn discard(mut body: Body) {
+    use http_body_util::BodyExt as _;
+    while let Some(Ok(_)) = body.frame().await {}
 }
 
 /// A body that could not be read: too large (413), or too slow or broken (408).
