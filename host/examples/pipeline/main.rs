@@ -22,12 +22,14 @@
 //! - `EVENTHOST_BENCH_LOAD_S` (3) of open-loop load, then up to `EVENTHOST_BENCH_DRAIN_S` (10);
 //! - `EVENTHOST_BENCH_ROUNDS` (2): throughput runs per side, alternating, best one kept (a
 //!   shared machine is noisy, and the short native runs feel it most);
-//! - `EVENTHOST_BENCH_SUB_EXTRA`, `EVENTHOST_BENCH_BUS_OPTIONS`: TOML lines added to the host's
-//!   `[[subscription]]` and `[bus.options]` (e.g. `concurrency = 64`, `"linger.ms" = 0`);
+//! - `EVENTHOST_BENCH_SUB_EXTRA` (`concurrency = 64`, as the coolstore ships; empty for one
+//!   input at a time), `EVENTHOST_BENCH_BUS_OPTIONS`: TOML lines added to the host's
+//!   `[[subscription]]` and `[bus.options]` (e.g. `"linger.ms" = 0`);
 //! - `EVENTHOST_BENCH_HOST_EXACTLY_ONCE=1`: the host has `[bus] exactly_once`; run its rows
 //!   (otherwise they say "not available");
-//! - `EVENTHOST_BENCH_SLOW_ORDERS` (unset): also time that many orders with the workshop's 5 s
-//!   processing delay on 3 partitions, for at most `EVENTHOST_BENCH_SLOW_TIMEOUT_S` (300);
+//! - `EVENTHOST_BENCH_SLOW_ORDERS` (100; 0 skips it): also time that many orders with the
+//!   workshop's 5 s processing delay on 3 partitions, for at most
+//!   `EVENTHOST_BENCH_SLOW_TIMEOUT_S` (120);
 //! - `EVENTHOST_KAFKA_BOOTSTRAP` (127.0.0.1:9092), `EVENTHOST_BENCH_OUTPUT` (the JSON file).
 
 mod broker;

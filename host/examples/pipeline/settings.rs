@@ -34,7 +34,8 @@ pub struct Settings {
 impl Settings {
     pub fn from_env() -> anyhow::Result<Settings> {
         let tuning = HostTuning {
-            subscription_extra: env_text("EVENTHOST_BENCH_SUB_EXTRA", ""),
+            // The coolstore's payment subscription as shipped.
+            subscription_extra: env_text("EVENTHOST_BENCH_SUB_EXTRA", "concurrency = 64"),
             bus_options: env_text("EVENTHOST_BENCH_BUS_OPTIONS", ""),
             processing_delay_ms: 0,
         };
@@ -53,12 +54,14 @@ impl Settings {
             lone_orders: 20,
             rounds: env_number("EVENTHOST_BENCH_ROUNDS", 2)?.max(1),
             host_exactly_once: env_text("EVENTHOST_BENCH_HOST_EXACTLY_ONCE", "") == "1",
-            slow_orders: std::env::var("EVENTHOST_BENCH_SLOW_ORDERS")
-                .ok()
-                .map(|text| text.parse())
-                .transpose()
-                .context("EVENTHOST_BENCH_SLOW_ORDERS is not a number")?,
-            slow_timeout_s: env_number("EVENTHOST_BENCH_SLOW_TIMEOUT_S", 300)?,
+            slow_orders: match env_text("EVENTHOST_BENCH_SLOW_ORDERS", "100").trim() {
+                "" | "0" => None,
+                text => Some(
+                    text.parse()
+                        .context("EVENTHOST_BENCH_SLOW_ORDERS is not a number")?,
+                ),
+            },
+            slow_timeout_s: env_number("EVENTHOST_BENCH_SLOW_TIMEOUT_S", 120)?,
             output: std::env::var_os("EVENTHOST_BENCH_OUTPUT").map_or(default_output, Into::into),
             subscription_extra: tuning.subscription_extra.clone(),
             bus_options: tuning.bus_options.clone(),
