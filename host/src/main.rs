@@ -52,18 +52,32 @@ enum Command {
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
     },
+    /// Runs contract cases (TOML files, or folders of them) against PLUGIN through the host's
+    /// runtime; prints a diff for each failed case and exits 0 only when every case passes.
+    Test {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+        /// Case files or folders.
+        #[arg(required = true)]
+        cases: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The kit's report is the output of `test`; the plugins' own log lines would bury it.
+    let default_filter = match cli.command {
+        Command::Test { .. } => "warn",
+        _ => "info,wasmtime=warn,cranelift=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -80,6 +94,7 @@ fn main() -> ExitCode {
             } => run(config, listen, state).await,
             Command::Check { config } => check(config).await,
             Command::Plugins { config, addr } => plugins(config, addr).await,
+            Command::Test { plugin, cases } => test(plugin, cases).await,
         }
     })
 }
@@ -202,6 +217,17 @@ async fn plugins(path: PathBuf, addr: Option<std::net::SocketAddr>) -> ExitCode 
         Err(e) => {
             eprintln!("error: cannot ask the host at {addr}: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn test(plugin: PathBuf, cases: Vec<PathBuf>) -> ExitCode {
+    match eventhost::contract::run(&plugin, &cases, &mut std::io::stdout()).await {
+        Ok(summary) if summary.failed == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }
