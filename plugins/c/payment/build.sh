@@ -15,7 +15,7 @@ if up_to_date "$out" ./*.c ./*.h build.sh ../../tools.sh "$wit"; then
 fi
 
 clang=$(c_toolchain)
-bindgen=$(wit_bindgen)
+bindgen=$(wit_bindgen_c)
 bin=$(python_tools)
 adapter=$(preview1_adapter)
 work=../../target/c-payment

@@ -2,8 +2,9 @@
 
 package main
 
-// A minimal, hand-written canonical ABI layer for world `plugin` of wit/ (only what the payment
-// plugin uses): its two exports and three imports, lowered by hand. Standard Go has no
+// A minimal, hand-written canonical ABI layer for world `plugin` of wit/: its two exports, and
+// the three imports `contract.go` offers (config, log, outbox), lowered by hand. The plugin
+// provides `onMessage` and `onRequest`. Standard Go has no
 // component bindings generator that the registries here provide, and this layer is small
 // enough to check against the WIT contract by reading it.
 //
@@ -144,7 +145,11 @@ func handleMessage(topicPtr, topicLen, hasKey, keyPtr, keyLen, valuePtr, valueLe
 	headersPtr, headersLen, partition uint32, offset int64, hasTimestamp uint32,
 	timestamp int64, attempt uint32) uint32 {
 	ret := returnAreaAt()
-	if _, fail := pay(wasmHost{}, bytesAt(valuePtr, valueLen)); fail != nil {
+	var key []byte
+	if hasKey != 0 {
+		key = bytesAt(keyPtr, keyLen)
+	}
+	if fail := onMessage(wasmHost{}, key, bytesAt(valuePtr, valueLen)); fail != nil {
 		store8(ret, 1)
 		writeFailure(ret+4, fail)
 	} else {

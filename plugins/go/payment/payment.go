@@ -18,20 +18,6 @@ import (
 	"time"
 )
 
-// host is what the plugin asks of eventhost (the contract's imports).
-type host interface {
-	config(key string) (string, bool)
-	logInfo(msg string)
-	send(topic string, key, value []byte) error
-}
-
-// failure is a failure result of the contract: `invalid` is dead-lettered (HTTP 400), `retry`
-// is retried.
-type failure struct {
-	invalid bool
-	msg     string
-}
-
 func retry(format string, args ...any) *failure {
 	return &failure{msg: fmt.Sprintf(format, args...)}
 }
@@ -125,6 +111,12 @@ func pay(h host, order []byte) ([]byte, *failure) {
 		return nil, retry("cannot publish payment of order %s: %v", d.orderID, err)
 	}
 	return value, nil
+}
+
+// onMessage handles an order from the bus.
+func onMessage(h host, _, order []byte) *failure {
+	_, fail := pay(h, order)
+	return fail
 }
 
 // onRequest answers a POST of an order with its result, like the Rust plugin.

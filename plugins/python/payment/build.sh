@@ -9,7 +9,7 @@ source ../../tools.sh
 
 out=../../dist/payment-py.wasm
 wit=../../../wit
-if up_to_date "$out" app.py build.sh ../requirements.txt "$wit"; then
+if up_to_date "$out" app.py build.sh ../../tools.sh "$wit"; then
     echo "payment-py.wasm is up to date"
     exit 0
 fi
