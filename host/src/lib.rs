@@ -6,7 +6,7 @@
 //! writes) only when it succeeded; the [`bus`] (embedded or Kafka) delivers records in
 //! partition order and commits after effects; [`state`] keeps each plugin's data durably;
 //! [`http`] serves the routes. The [`contract`] test kit runs data-driven cases against any
-//! plugin through the same runtime.
+//! plugin through the same runtime; [`scaffold`] creates a plugin folder in any language.
 
 #![deny(missing_docs)]
 
@@ -18,4 +18,5 @@ pub mod dispatch;
 pub mod http;
 pub mod reload;
 pub mod runtime;
+pub mod scaffold;
 pub mod state;

@@ -61,6 +61,18 @@ enum Command {
         #[arg(required = true)]
         cases: Vec<PathBuf>,
     },
+    /// Creates the folder NAME with a sample plugin in LANG that builds with `bash build.sh` and
+    /// passes its contract cases (`eventhost test NAME.wasm cases.toml`).
+    New {
+        /// The plugin's language.
+        #[arg(long, value_enum)]
+        lang: eventhost::scaffold::Language,
+        /// The plugin's name, also its folder's.
+        name: String,
+        /// Where to create the folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -95,6 +107,7 @@ fn main() -> ExitCode {
             Command::Check { config } => check(config).await,
             Command::Plugins { config, addr } => plugins(config, addr).await,
             Command::Test { plugin, cases } => test(plugin, cases).await,
+            Command::New { lang, name, dir } => new(lang, &name, &dir),
         }
     })
 }
@@ -225,6 +238,21 @@ async fn test(plugin: PathBuf, cases: Vec<PathBuf>) -> ExitCode {
     match eventhost::contract::run(&plugin, &cases, &mut std::io::stdout()).await {
         Ok(summary) if summary.failed == 0 => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn new(lang: eventhost::scaffold::Language, name: &str, parent: &std::path::Path) -> ExitCode {
+    match eventhost::scaffold::create(lang, name, parent) {
+        Ok(dir) => {
+            let dir = dir.display();
+            println!("created {dir}: build with `bash {dir}/build.sh`,");
+            println!("test with `eventhost test {dir}/{name}.wasm {dir}/cases.toml`");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_CONFIG)
