@@ -84,6 +84,23 @@ c_toolchain() {
     echo "$CLANG"
 }
 
+# Go >= 1.24 (for `//go:wasmexport`), from PATH or the official tarball's place.
+go_toolchain() {
+    local go
+    go=$(command -v go || echo /usr/local/go/bin/go)
+    if [ ! -x "$go" ]; then
+        echo "Go >= 1.24 is needed (go.dev/dl); none on PATH or in /usr/local/go" >&2
+        return 1
+    fi
+    local minor
+    minor=$("$go" env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+    if [ "${minor:-0}" -lt 24 ]; then
+        echo "Go >= 1.24 is needed for //go:wasmexport; $go is $("$go" env GOVERSION)" >&2
+        return 1
+    fi
+    echo "$go"
+}
+
 # True when `out` exists and is newer than every file under the given inputs: the build is
 # skipped, and the component keeps its version hash.
 up_to_date() {

@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 source tools.sh
+go=$(go_toolchain)
 bin=$(python_tools)
 adapter=$(preview1_adapter)
 mkdir -p target
-GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -o target/core.wasm .
+GOOS=wasip1 GOARCH=wasm "$go" build -buildmode=c-shared -trimpath -o target/core.wasm .
 "$bin/wasm-tools" component embed wit --world plugin target/core.wasm -o target/embedded.wasm
 "$bin/wasm-tools" component new target/embedded.wasm \
     --adapt wasi_snapshot_preview1="$adapter" -o {{name}}.wasm

@@ -14,15 +14,12 @@ if up_to_date "$out" ./*.go go.mod build.sh ../../tools.sh "$wit"; then
     exit 0
 fi
 
-command -v go >/dev/null || {
-    echo "plugins/go/payment needs Go >= 1.24 (go.dev/dl) to build $out" >&2
-    exit 1
-}
+go=$(go_toolchain)
 bin=$(python_tools)
 adapter=$(preview1_adapter)
 work=../../target/go-payment
 mkdir -p "$work" "$(dirname "$out")"
-GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -o "$work/core.wasm" .
+GOOS=wasip1 GOARCH=wasm "$go" build -buildmode=c-shared -trimpath -o "$work/core.wasm" .
 "$bin/wasm-tools" component embed "$wit" --world plugin "$work/core.wasm" -o "$work/embedded.wasm"
 trap 'rm -f "$out.tmp"' EXIT
 "$bin/wasm-tools" component new "$work/embedded.wasm" \

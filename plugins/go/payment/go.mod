@@ -1,3 +1,3 @@
 module eventhost.local/payment
 
-go 1.26
+go 1.24
