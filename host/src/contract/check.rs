@@ -349,8 +349,9 @@ mod tests {
             [
                 "time: expected at least 100 ms, took 5.0ms",
                 r#"output[0].key: expected "o-2", got "o-1""#,
-                r#"output[0].value.status: expected "COMPLETED", got "FAILED""#,
+                // Fields are checked in key order.
                 "output[0].value.gone: missing",
+                r#"output[0].value.status: expected "COMPLETED", got "FAILED""#,
                 r#"output[0].value: must not contain "4123""#,
             ]
         );
