@@ -68,6 +68,8 @@ def parse_money(text):
         return None
     if whole == "" or not DIGITS.fullmatch(whole) or len(frac) > 2 or not DIGITS.fullmatch(frac):
         return None
+    if len(whole.lstrip("0")) > 19:  # past i64 (and past what int() converts quickly)
+        return None
     cents = int(whole) * 100 + int(frac.ljust(2, "0"))
     return cents if cents <= I64_MAX else None
 
@@ -388,9 +390,10 @@ def config_number(key):
     text = config.get(key)
     if text is None:
         return None
-    digits = rust_trim(text)
+    digits = rust_trim(text).removeprefix("+")
     # Rust's `u64::from_str`: an optional `+`, then digits, at most u64::MAX.
-    if not re.fullmatch(r"\+?[0-9]+", digits) or int(digits) > U64_MAX:
+    fits = digits != "" and DIGITS.fullmatch(digits) and len(digits.lstrip("0")) <= 20
+    if not fits or int(digits) > U64_MAX:
         raise Failure("retry", f"config {key} is not a number: {json_string(text)}")
     return int(digits)
 
