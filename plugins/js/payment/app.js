@@ -379,9 +379,11 @@ function errorText(e) {
 async function pay(order) {
     const current = rules();
     const delay = configNumber('processing_delay_ms') ?? 0;
-    if (delay > 0) {
-        // The workshop's fake processing time; the host's timeout bounds it.
-        await new Promise((resolve) => setTimeout(resolve, delay));
+    // The workshop's fake processing time; the host's timeout bounds it. setTimeout takes at
+    // most 2^31 - 1 ms (a longer delay fires at once), so a long delay waits in steps.
+    for (let left = delay; left > 0; left -= 2 ** 31 - 1) {
+        const step = Math.min(left, 2 ** 31 - 1);
+        await new Promise((resolve) => setTimeout(resolve, step));
     }
     const { result, maskedCard } = decide(order, current);
     const { orderId } = result;
