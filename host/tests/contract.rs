@@ -141,3 +141,24 @@ fn a_malformed_case_file_is_a_usage_error() {
     assert!(text.contains("typo.toml: typo"), "{text}");
     assert!(text.contains("ouptut"), "{text}");
 }
+
+/// The Go and C plugins are wrapped with WASI's preview1 adapter of the host's own wasmtime
+/// release: bumping wasmtime in Cargo.lock must bump `ADAPTER_VERSION` in plugins/tools.sh.
+#[test]
+fn the_preview1_adapter_is_the_hosts_wasmtime_release() {
+    let read = |path: &str| std::fs::read_to_string(repo_file(path)).expect(path);
+    let lock = read("Cargo.lock");
+    let wasmtime = lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("wasmtime in Cargo.lock");
+    let tools = read("plugins/tools.sh");
+    assert!(
+        tools
+            .lines()
+            .any(|l| l == format!("ADAPTER_VERSION={wasmtime}")),
+        "plugins/tools.sh must pin ADAPTER_VERSION={wasmtime}"
+    );
+}
