@@ -409,12 +409,12 @@ const RULES_V2: PaymentBuild = PaymentBuild {
 };
 
 /// Starts the payment plugin as `builds[0]`, then swaps in the next build of `builds` (round
-/// robin) four times while `count` orders flow. Every order must get exactly one result, decided
-/// wholly by the version that stamped it.
+/// robin) four times while at least `min_count` orders flow. Every order must get exactly one
+/// result, decided wholly by the version that stamped it.
 async fn swap_payment_under_load(
     bus_section: &str,
     suffix: &str,
-    count: usize,
+    min_count: usize,
     builds: &[PaymentBuild],
 ) {
     let (orders, payments) = (format!("orders{suffix}"), format!("payments{suffix}"));
@@ -434,21 +434,25 @@ async fn swap_payment_under_load(
     let bus = host.host().dispatcher().bus().clone();
     let (results, _stop) = collect(&bus, &payments, &format!("observer{suffix}"));
 
+    // Orders flow in paced batches until the last swap is done and at least `min_count` went
+    // out, so every version gets orders even when one takes long to compile.
+    let swapping = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let producer = {
-        let (bus, orders) = (bus.clone(), orders.clone());
+        let (bus, orders, swapping) = (bus.clone(), orders.clone(), swapping.clone());
         tokio::spawn(async move {
-            // Paced over several seconds, so the swaps below happen while orders flow.
-            for batch in (0..count).collect::<Vec<_>>().chunks(20) {
-                let messages = batch
-                    .iter()
-                    .map(|&i| OutMessage {
+            let mut sent = 0;
+            while sent < min_count || swapping.load(std::sync::atomic::Ordering::Relaxed) {
+                let messages = (sent..sent + 20)
+                    .map(|i| OutMessage {
                         topic: orders.clone(),
                         ..order(i)
                     })
                     .collect();
                 bus.publish(messages).await.expect("orders published");
+                sent += 20;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            sent
         })
     };
     let swaps = 4;
@@ -459,7 +463,10 @@ async fn swap_payment_under_load(
         host.wait_for_version("payment", Some(&version_of(bytes)))
             .await;
     }
-    producer.await.unwrap();
+    // The last version decides orders for a second too.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    swapping.store(false, std::sync::atomic::Ordering::Relaxed);
+    let count = producer.await.unwrap();
 
     let records = eventually(
         Duration::from_secs(180),
