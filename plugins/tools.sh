@@ -29,7 +29,7 @@ python_tools() {
     echo "$venv/bin"
 }
 
-# wit-bindgen's command line with only its C generator, built from crates.io once.
+# wit-bindgen's command line with only its C generator, built with cargo install once.
 wit_bindgen_c() {
     local root="$TOOLS/wit-bindgen-c-$WIT_BINDGEN_VERSION"
     if [ ! -x "$root/bin/wit-bindgen" ]; then
@@ -89,7 +89,7 @@ go_toolchain() {
     local go
     go=$(command -v go || echo /usr/local/go/bin/go)
     if [ ! -x "$go" ]; then
-        echo "Go >= 1.24 is needed (go.dev/dl); none on PATH or in /usr/local/go" >&2
+        echo "Go >= 1.24 is needed; none on PATH or in /usr/local/go" >&2
         return 1
     fi
     local minor
