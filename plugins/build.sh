@@ -39,8 +39,14 @@ done
 cargo build --release --target "$target" -p payment --features rules-v2 --target-dir target/rules-v2
 cp "target/rules-v2/$target/release/payment.wasm" dist/payment-v2.wasm
 
-# The same payment rules written in JavaScript (componentize-js; needs Node.js and npm).
+# The same payment rules written in JavaScript (componentize-js; needs Node.js and npm), Python
+# (componentize-py), Go (standard Go >= 1.24) and C (clang and wasi-libc). Each is skipped while
+# its component is newer than its inputs; tools.sh installs and caches their pinned toolchains
+# outside the repository.
 bash js/payment/build.sh
+bash python/payment/build.sh
+bash go/payment/build.sh
+bash c/payment/build.sh
 
 echo "components in plugins/dist:"
 for wasm in dist/*.wasm; do

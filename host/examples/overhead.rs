@@ -7,6 +7,8 @@
 //!    decision and result serialization in native Rust.
 //! 2. HTTP: `GET /api/product/{id}` through the host's router to the catalog plugin, against a
 //!    native axum handler answering the same JSON; both in process, without TCP.
+//! 3. Languages: the payment plugin in Rust, JavaScript, Python, Go and C: component size,
+//!    compile time cold and from the compiled-code cache, and one order on a fresh instance.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -72,34 +74,34 @@ fn plugin(name: &str) -> std::path::PathBuf {
     path
 }
 
-fn message_handling(tokio: &tokio::runtime::Runtime) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).expect("store"));
-    let runtime = Runtime::new(
-        RuntimeSettings {
-            max_memory_bytes: 64 << 20,
-            max_instances: 16,
-            cache_dir: None,
-            max_message_bytes: None,
-        },
-        store,
-    )
-    .expect("runtime");
-    let info = PluginInfo {
-        name: "payment".into(),
+/// A runtime whose compiled code is cached in `cache_dir` (`None`: the user's cache).
+fn runtime_with(dir: &std::path::Path, cache_dir: Option<std::path::PathBuf>) -> Runtime {
+    let store = Arc::new(EmbeddedStore::open(&dir.join("state.redb")).expect("store"));
+    let settings = RuntimeSettings {
+        max_memory_bytes: 64 << 20,
+        max_instances: 16,
+        cache_dir,
+        max_message_bytes: None,
+    };
+    Runtime::new(settings, store).expect("runtime")
+}
+
+fn payment_info(name: &str) -> PluginInfo {
+    PluginInfo {
+        name: name.into(),
         version: String::new(),
-        source: plugin("payment"),
+        source: plugin(name),
         publish: ["payments".to_string()].into(),
         config: Default::default(),
         memory_bytes: 32 << 20,
         timeout: Duration::from_secs(5),
         budget: Default::default(),
         concurrency: 16,
-    };
-    let payment = runtime
-        .load_file(info.clone(), &info.source)
-        .expect("payment loads");
-    let delivery = Delivery {
+    }
+}
+
+fn order_delivery() -> Delivery {
+    Delivery {
         message: Message {
             topic: "orders".into(),
             key: Some(b"bench-000001".to_vec()),
@@ -110,13 +112,33 @@ fn message_handling(tokio: &tokio::runtime::Runtime) {
         offset: 0,
         timestamp_ms: None,
         attempt: 1,
-    };
+    }
+}
+
+/// The best time per order on a fresh instance of `payment`, over 5 rounds of `iterations`.
+fn per_order(
+    tokio: &tokio::runtime::Runtime,
+    runtime: &Runtime,
+    payment: &eventhost::runtime::LoadedPlugin,
+    iterations: usize,
+) -> Duration {
+    let delivery = order_delivery();
     let label: Arc<str> = "orders/0@0".into();
-    let wasm = per_iteration(5, 2000, || {
-        let invocation = tokio.block_on(runtime.handle_message(&payment, &delivery, label.clone()));
+    per_iteration(5, iterations, || {
+        let invocation = tokio.block_on(runtime.handle_message(payment, &delivery, label.clone()));
         assert!(matches!(invocation.outcome, Ok(Ok(()))) && invocation.effects.outbox.len() == 1);
         black_box(invocation.effects);
-    });
+    })
+}
+
+fn message_handling(tokio: &tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = runtime_with(dir.path(), None);
+    let info = payment_info("payment");
+    let payment = runtime
+        .load_file(info.clone(), &info.source)
+        .expect("payment loads");
+    let wasm = per_order(tokio, &runtime, &payment, 2000);
     let native = per_iteration(5, 2000, || {
         black_box(native_payment(black_box(ORDER.as_bytes())));
     });
@@ -157,6 +179,46 @@ fn http_requests(runtime: &tokio::runtime::Runtime) {
     });
 }
 
+/// The payment plugin in each language, measured the same way, as a table.
+fn languages(tokio: &tokio::runtime::Runtime) {
+    println!(
+        "\n| payment plugin | .wasm | compile, cold | load from the cache | fresh instance + 1 order | vs Rust |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut rust_order = None;
+    for (name, language) in [
+        ("payment", "Rust"),
+        ("payment-js", "JavaScript"),
+        ("payment-py", "Python"),
+        ("payment-go", "Go"),
+        ("payment-c", "C"),
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = dir.path().join("compiled");
+        let info = payment_info(name);
+        let size = std::fs::metadata(&info.source).expect("component").len();
+        let timed_load = || {
+            let runtime = runtime_with(dir.path(), Some(cache.clone()));
+            let start = Instant::now();
+            let loaded = runtime
+                .load_file(info.clone(), &info.source)
+                .expect("loads");
+            (start.elapsed(), runtime, loaded)
+        };
+        let (cold, _, _) = timed_load();
+        let (cached, runtime, payment) = timed_load();
+        let order = per_order(tokio, &runtime, &payment, 200);
+        let ratio = order.as_secs_f64() / rust_order.get_or_insert(order).as_secs_f64();
+        println!(
+            "| {language} | {:.2} MB | {:.2} s | {:.0} ms | {:.0} µs | {ratio:.1}× |",
+            size as f64 / 1e6,
+            cold.as_secs_f64(),
+            cached.as_secs_f64() * 1e3,
+            order.as_secs_f64() * 1e6
+        );
+    }
+}
+
 fn report(what: &str, native: Duration, wasm: Duration) {
     println!(
         "{what:<36} native {:>8.1} µs   plugin {:>8.1} µs   plugin/native {:>6.1}×",
@@ -173,4 +235,5 @@ fn main() {
         .expect("tokio");
     message_handling(&runtime);
     http_requests(&runtime);
+    languages(&runtime);
 }

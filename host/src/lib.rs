@@ -5,16 +5,20 @@
 //! instance; the [`dispatch`]er applies the input's staged effects (published messages, state
 //! writes) only when it succeeded; the [`bus`] (embedded or Kafka) delivers records in
 //! partition order and commits after effects; [`state`] keeps each plugin's data durably;
-//! [`http`] serves the routes; [`metrics`] counts what flows.
+//! [`http`] serves the routes; [`metrics`] counts what flows. The [`contract`] test kit runs
+//! data-driven cases against any plugin through the same runtime; [`scaffold`] creates a plugin
+//! folder in any language.
 
 #![deny(missing_docs)]
 
 pub mod app;
 pub mod bus;
 pub mod config;
+pub mod contract;
 pub mod dispatch;
 pub mod http;
 pub mod metrics;
 pub mod reload;
 pub mod runtime;
+pub mod scaffold;
 pub mod state;

@@ -84,11 +84,37 @@ enum Command {
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
     },
+    /// Runs contract cases (TOML files, or folders of them) against PLUGIN through the host's
+    /// runtime; prints a diff for each failed case and exits 0 only when every case passes.
+    Test {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+        /// Case files or folders.
+        #[arg(required = true)]
+        cases: Vec<PathBuf>,
+    },
+    /// Creates the folder NAME with a sample plugin in LANG that builds with `bash build.sh` and
+    /// passes its contract cases (`eventhost test NAME.wasm cases.toml`).
+    New {
+        /// The plugin's language.
+        #[arg(long, value_enum)]
+        lang: eventhost::scaffold::Language,
+        /// The plugin's name, also its folder's.
+        name: String,
+        /// Where to create the folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    // The kit's report is the output of `test`; the plugins' own log lines would bury it.
+    let default_filter = match cli.command {
+        Command::Test { .. } => "warn",
+        _ => "info,wasmtime=warn,cranelift=warn",
+    };
+    init_logs(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -122,6 +148,8 @@ fn main() -> ExitCode {
                 };
                 tail_topic(config, topic, from, count).await
             }
+            Command::Test { plugin, cases } => test(plugin, cases).await,
+            Command::New { lang, name, dir } => new(lang, &name, &dir),
         }
     })
 }
@@ -304,6 +332,32 @@ async fn tail_topic(
     }
 }
 
+async fn test(plugin: PathBuf, cases: Vec<PathBuf>) -> ExitCode {
+    match eventhost::contract::run(&plugin, &cases, &mut std::io::stdout()).await {
+        Ok(summary) if summary.failed == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn new(lang: eventhost::scaffold::Language, name: &str, parent: &std::path::Path) -> ExitCode {
+    match eventhost::scaffold::create(lang, name, parent) {
+        Ok(dir) => {
+            let dir = dir.display();
+            println!("created {dir}: build with `bash {dir}/build.sh`,");
+            println!("test with `eventhost test {dir}/{name}.wasm {dir}/cases.toml`");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
 fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut term =
@@ -387,10 +441,10 @@ fn try_hint(config: &Config, addr: std::net::SocketAddr) -> Option<String> {
     Some(format!("  try:    curl http://{addr}{}", route.path))
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default: info, compilers quiet).
-fn init_logs(format: LogFormat) {
+/// Logs go to stderr, filtered by `RUST_LOG` (default: `default_filter`).
+fn init_logs(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into());
+        .unwrap_or_else(|_| default_filter.into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -3,6 +3,9 @@
 //! embedded bus. Both consume the same `orders`, each in its own consumer group and publishing
 //! to its own results topic, and every order must be decided the same way by both: the same
 //! status, remarks and payment id, and the same dead letters for input that is not an order.
+//! Generated orders then go through the payment plugin of all five languages (Rust,
+//! JavaScript, Python, Go and C), which must publish the very same bytes. The hand-written
+//! cases of every language are in plugins/cases/payment.toml (tests/contract.rs runs them).
 
 mod common;
 
@@ -626,20 +629,30 @@ impl Random {
     }
 }
 
-/// What a plugin did with an order: the result it published (with the `rules` field made
+/// The payment plugin in each language, and the label its results carry in `rules`.
+const LANGUAGES: [(&str, &str); 5] = [
+    ("payment", "v1"),
+    ("payment-js", "js-v1"),
+    ("payment-py", "py-v1"),
+    ("payment-go", "go-v1"),
+    ("payment-c", "c-v1"),
+];
+
+/// What a plugin did with an order: the result it published (with the `rules` label made
 /// equal), or its failure, without the parser's own words after "order is not JSON" and with
 /// the plugin's name made equal.
-fn outcome(invocation: eventhost::runtime::Invocation<Result<(), Failure>>) -> String {
+fn outcome(
+    invocation: eventhost::runtime::Invocation<Result<(), Failure>>,
+    (name, label): (&str, &str),
+) -> String {
     match invocation.outcome {
         Ok(Ok(())) => {
+            let own_label = format!(r#""rules":"{label}"}}"#);
             let sent: Vec<String> = invocation
                 .effects
                 .outbox
                 .iter()
-                .map(|m| {
-                    String::from_utf8_lossy(&m.value)
-                        .replace(r#""rules":"js-v1"}"#, r#""rules":"v1"}"#)
-                })
+                .map(|m| String::from_utf8_lossy(&m.value).replace(&own_label, r#""rules":"v1"}"#))
                 .collect();
             format!("ok {sent:?}")
         }
@@ -648,17 +661,20 @@ fn outcome(invocation: eventhost::runtime::Invocation<Result<(), Failure>>) -> S
             format!("invalid {why}")
         }
         // The host names the plugin when it refuses a topic.
-        Ok(Err(Failure::Retry(why))) => format!("retry {}", why.replace("payment-js ", "payment ")),
+        Ok(Err(Failure::Retry(why))) => {
+            format!("retry {}", why.replace(&format!("{name} "), "payment "))
+        }
         Err(e) => format!("no result: {e}"),
     }
 }
 
-/// Loads both plugins into one runtime, reports what each costs (component size, load time,
-/// time per order on a fresh instance; `cargo test --test polyglot -- --nocapture` shows it),
-/// then runs 1000 generated orders through both, under four configurations, and requires the
-/// very same published bytes (but the `rules` label) or the same failure for each.
+/// Loads the payment plugin of every language into one runtime, reports what each costs
+/// (component size, load time, time per order on a fresh instance; `cargo test --test polyglot
+/// -- --nocapture` shows it), then runs 1000 generated orders through each, under four
+/// configurations, and requires the very same published bytes as the Rust plugin's (but the
+/// `rules` label) or the same failure for each.
 #[tokio::test(flavor = "current_thread")]
-async fn both_plugins_give_the_same_results_for_generated_orders() {
+async fn every_language_gives_the_same_results_for_generated_orders() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).expect("store"));
     let settings = RuntimeSettings {
@@ -683,7 +699,8 @@ async fn both_plugins_give_the_same_results_for_generated_orders() {
     let label: Arc<str> = "orders/0@0".into();
     let one_order = delivery(order("o-1", card(VALID_CARD), json!("158.95")).into_bytes());
     let mut plugins = Vec::new();
-    for name in ["payment", "payment-js"] {
+    for language in LANGUAGES {
+        let name = language.0;
         let info = PluginInfo {
             name: name.into(),
             version: String::new(),
@@ -703,7 +720,7 @@ async fn both_plugins_give_the_same_results_for_generated_orders() {
         let load = start.elapsed();
         let decide = || runtime.handle_message(&plugin, &one_order, label.clone());
         let first = Instant::now();
-        let outcome_of_first = outcome(decide().await);
+        let outcome_of_first = outcome(decide().await, language);
         let first = first.elapsed();
         assert!(
             outcome_of_first.contains("COMPLETED"),
@@ -746,16 +763,22 @@ async fn both_plugins_give_the_same_results_for_generated_orders() {
             .collect();
         for text in &orders {
             let input = delivery(text.clone().into_bytes());
-            let rust =
-                outcome((runtime.handle_message(&configured[0], &input, label.clone())).await);
-            let js = outcome((runtime.handle_message(&configured[1], &input, label.clone())).await);
-            assert_eq!(js, rust, "config {config:?}, order {text}");
+            let run = |k: usize| runtime.handle_message(&configured[k], &input, label.clone());
+            let rust = outcome(run(0).await, LANGUAGES[0]);
+            for (k, language) in LANGUAGES.iter().enumerate().skip(1) {
+                let other = outcome(run(k).await, *language);
+                assert_eq!(
+                    other, rust,
+                    "{}, config {config:?}, order {text}",
+                    language.0
+                );
+            }
             decided += usize::from(rust.starts_with("ok"));
             completed += usize::from(rust.contains(r#"\"status\":\"COMPLETED\""#));
         }
     }
     println!(
-        "{} generated inputs: the same outcome from both; {decided} decided ({completed} COMPLETED), the rest refused",
+        "{} generated inputs: the same outcome in every language; {decided} decided ({completed} COMPLETED), the rest refused",
         configs.len() * orders.len()
     );
     assert!(

@@ -3,10 +3,11 @@
 //
 // Consumes orders and answers `POST /api/payment` with an order as the body. Each order gives
 // exactly one result on topic `payments` (config `payments_topic`), keyed by order id:
-// `{orderId, paymentId, remarks, status, rules}` with `rules: "js-v1"`.
+// `{orderId, paymentId, remarks, status, rules}` with `rules: "js-v1"` (or `"js-v2"`).
 //
-// Config: `processing_delay_ms` (default 0), `max_total` (caps the order total, e.g. "100.00";
-// unset means no cap), `payments_topic` (default `payments`). A bad config value is a `retry`
+// Config: `rules` ("v1" or "v2"; v2 caps the total at 100.00 unless `max_total` says
+// otherwise), `processing_delay_ms` (default 0), `max_total` (caps the order total, e.g.
+// "100.00"), `payments_topic` (default `payments`). A bad config value is a `retry`
 // failure (the deployment's fault, not the order's); input that is not an order with an
 // `orderId` is `invalid` and is dead-lettered.
 //
@@ -17,7 +18,6 @@ import { send } from 'eventhost:plugin/outbox@0.1.0';
 import { get as configGet } from 'eventhost:plugin/config@0.1.0';
 import { log } from 'eventhost:plugin/log@0.1.0';
 
-const RULES = 'js-v1';
 const I64_MAX = (1n << 63n) - 1n;
 
 const utf8 = new TextEncoder();
@@ -332,7 +332,7 @@ function decide(bytes, rules) {
             paymentId: paymentId(orderId),
             remarks: verdict.remarks,
             status: verdict.status,
-            rules: RULES,
+            rules: rules.label,
         },
         maskedCard: verdict.maskedCard,
     };
@@ -340,15 +340,22 @@ function decide(bytes, rules) {
 
 // ---- glue (as in plugins/payment/src/handler.rs) ------------------------------------------
 
-/** Rules v1: no cap on the total unless `max_total` sets one. */
+/** v1: no cap unless `max_total` sets one; v2: a cap of 100.00 unless `max_total` says. */
 function rules() {
+    const version = configGet('rules') ?? 'v1';
+    if (version !== 'v1' && version !== 'v2') {
+        throw new Failure('retry', `config rules is not v1 or v2: ${JSON.stringify(version)}`);
+    }
+    const label = `js-${version}`;
     const text = configGet('max_total');
-    if (text === undefined || text === null) return { maxTotal: null };
+    if (text === undefined || text === null) {
+        return { maxTotal: version === 'v2' ? 10000n : null, label };
+    }
     const maxTotal = parseMoney(text);
     if (maxTotal === null) {
         throw new Failure('retry', `config max_total is not an amount: ${JSON.stringify(text)}`);
     }
-    return { maxTotal };
+    return { maxTotal, label };
 }
 
 function configNumber(key) {
@@ -372,14 +379,16 @@ function errorText(e) {
 async function pay(order) {
     const current = rules();
     const delay = configNumber('processing_delay_ms') ?? 0;
-    if (delay > 0) {
-        // The workshop's fake processing time; the host's timeout bounds it.
-        await new Promise((resolve) => setTimeout(resolve, delay));
+    // The workshop's fake processing time; the host's timeout bounds it. setTimeout takes at
+    // most 2^31 - 1 ms (a longer delay fires at once), so a long delay waits in steps.
+    for (let left = delay; left > 0; left -= 2 ** 31 - 1) {
+        const step = Math.min(left, 2 ** 31 - 1);
+        await new Promise((resolve) => setTimeout(resolve, step));
     }
     const { result, maskedCard } = decide(order, current);
     const { orderId } = result;
     const card = maskedCard ?? 'none';
-    const verdict = `${result.status} (card ${card}, rules ${RULES}): ${result.remarks}`;
+    const verdict = `${result.status} (card ${card}, rules ${result.rules}): ${result.remarks}`;
     log('info', `payment ${result.paymentId} of order ${orderId}: ${verdict}`);
     try {
         send({

@@ -64,32 +64,35 @@ fn pay(host: &mut impl Host, order: &[u8]) -> Result<PaymentResult, Failure> {
     Ok(result)
 }
 
-/// Which rules this build applies: v1 is the workshop's card check; v2 (built with the
-/// `rules-v2` feature) also caps the order total, at 100.00 unless `max_total` says otherwise.
+/// The rules applied when config `rules` does not choose: v1 is the workshop's card check; v2
+/// (the default of a build with the `rules-v2` feature) also caps the order total, at 100.00
+/// unless `max_total` says otherwise.
 const RULES: &str = if cfg!(feature = "rules-v2") {
     "v2"
 } else {
     "v1"
 };
-const DEFAULT_MAX_TOTAL: Option<i64> = if cfg!(feature = "rules-v2") {
-    Some(100_00)
-} else {
-    None
-};
 
 /// Reads the rules. A bad value is the deployment's fault, not the order's: the input is
 /// retried (and in the end dead-lettered) rather than failed, so fixing the config saves it.
 fn rules(host: &impl Host) -> Result<Rules, Failure> {
+    let version = host.config("rules").unwrap_or_else(|| RULES.to_string());
+    let default_max_total = match version.as_str() {
+        "v1" => None,
+        "v2" => Some(100_00),
+        _ => {
+            return Err(Failure::retry(format!(
+                "config rules is not v1 or v2: {version:?}"
+            )));
+        }
+    };
     let max_total = match host.config("max_total") {
-        None => DEFAULT_MAX_TOTAL,
+        None => default_max_total,
         Some(text) => Some(money::parse(&text).ok_or_else(|| {
             Failure::retry(format!("config max_total is not an amount: {text:?}"))
         })?),
     };
-    Ok(Rules {
-        max_total,
-        version: RULES.to_string(),
-    })
+    Ok(Rules { max_total, version })
 }
 
 fn config_number(host: &impl Host, key: &str) -> Result<Option<u64>, Failure> {
@@ -174,6 +177,31 @@ mod tests {
         };
         assert_eq!(result["status"], expected, "{result}");
         assert_eq!(result["rules"], RULES);
+    }
+
+    #[test]
+    fn config_rules_chooses_v1_or_v2() {
+        let mut host = FakeHost::new().with_config("rules", "v2");
+        on_order(&mut host, BIG_ORDER.as_bytes()).ok();
+        let mut host_v1 = FakeHost::new().with_config("rules", "v1");
+        on_order(&mut host_v1, BIG_ORDER.as_bytes()).ok();
+        let [(_, v2)] = sent(&host).try_into().unwrap_or_else(|s| panic!("{s:?}"));
+        let [(_, v1)] = sent(&host_v1)
+            .try_into()
+            .unwrap_or_else(|s| panic!("{s:?}"));
+        assert_eq!(
+            (v2["status"].as_str(), v2["rules"].as_str()),
+            (Some("FAILED"), Some("v2"))
+        );
+        assert_eq!(
+            (v1["status"].as_str(), v1["rules"].as_str()),
+            (Some("COMPLETED"), Some("v1"))
+        );
+        let mut host = FakeHost::new().with_config("rules", "v3");
+        assert!(matches!(
+            on_order(&mut host, ORDER.as_bytes()),
+            Err(Failure::Retry(_))
+        ));
     }
 
     #[test]

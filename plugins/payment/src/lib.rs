@@ -3,10 +3,10 @@
 //! `/`, the lab's address of the payment service). Each order gives exactly one result on topic
 //! `payments`, keyed by order id: `{orderId, paymentId, remarks, status, rules}`.
 //!
-//! Config: `processing_delay_ms` (default 0), `max_total` (caps the order total, e.g.
-//! `"100.00"`; unset means no cap in rules v1 and 100.00 in rules v2), `payments_topic`
-//! (default `payments`). Built with the `rules-v2` feature, it applies rules v2 and says so in
-//! each result's `rules` field.
+//! Config: `processing_delay_ms` (default 0), `rules` (`v1` or `v2`), `max_total` (caps the
+//! order total, e.g. `"100.00"`; unset means no cap in rules v1 and 100.00 in rules v2),
+//! `payments_topic` (default `payments`). Built with the `rules-v2` feature, it applies rules
+//! v2 unless `rules` says otherwise. Each result's `rules` field names the rules applied.
 
 mod decision;
 mod handler;

@@ -1,0 +1,3 @@
+module eventhost.local/payment
+
+go 1.24
