@@ -16,6 +16,7 @@ pub mod bus;
 pub mod config;
 pub mod contract;
 pub mod dispatch;
+pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod reload;

@@ -215,7 +215,7 @@ impl Deployment {
                     });
                 }
                 Err(e) => {
-                    tracing::error!(topic = %settings.topic, plugin = %settings.plugin, "cannot subscribe: {e}")
+                    tracing::error!(topic = %settings.topic, plugin = %settings.plugin, "cannot subscribe: {}", crate::error::Chain(&e))
                 }
             }
         }

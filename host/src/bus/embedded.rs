@@ -332,9 +332,10 @@ impl Bus for EmbeddedBus {
         {
             let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
             if active.contains(&pair) {
-                return Err(BusError::Other(format!(
-                    "group {group:?} already consumes topic {topic:?}"
-                )));
+                return Err(BusError::other(
+                    format!("group {group:?} already consumes topic {topic:?}"),
+                    None,
+                ));
             }
             active.push(pair.clone());
         }

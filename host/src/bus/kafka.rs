@@ -38,6 +38,7 @@ use super::pipeline::{self, PartitionSource};
 use super::{
     Acks, Bus, BusError, Health, Limit, Record, RecordHandler, Retention, TailFrom, TopicSpec,
 };
+use crate::error::{Chain, cause};
 use crate::metrics::PartitionLag;
 use crate::runtime::OutMessage;
 
@@ -184,7 +185,7 @@ impl KafkaBus {
                 group: None,
                 lags: lags.clone(),
             })
-            .map_err(|e| BusError::Other(format!("kafka producer: {e}")))?;
+            .map_err(|e| BusError::other("cannot create the kafka producer", cause(e)))?;
         Ok(KafkaBus {
             settings,
             producer,
@@ -209,7 +210,7 @@ impl KafkaBus {
                 group: Some(group.to_string()),
                 lags: self.lags.clone(),
             })
-            .map_err(|e| BusError::Other(format!("kafka consumer: {e}")))?;
+            .map_err(|e| BusError::other("cannot create the kafka consumer", cause(e)))?;
         Ok(Arc::new(consumer))
     }
 }
@@ -243,10 +244,9 @@ impl Bus for KafkaBus {
     fn ensure_topics(&self, topics: Vec<TopicSpec>) -> BoxFuture<'_, Result<(), BusError>> {
         async move {
             let admin: AdminClient<DefaultClientContext> =
-                self.settings
-                    .client_config()
-                    .create()
-                    .map_err(|e| BusError::Other(format!("kafka admin client: {e}")))?;
+                self.settings.client_config().create().map_err(|e| {
+                    BusError::other("cannot create the kafka admin client", cause(e))
+                })?;
             let configs: Vec<Vec<(&str, String)>> = topics
                 .iter()
                 .map(|t| retention_configs(&t.retention))
@@ -271,15 +271,16 @@ impl Bus for KafkaBus {
             let results = admin
                 .create_topics(&new, &options)
                 .await
-                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+                .map_err(|e| BusError::unavailable("cannot create topics", cause(e)))?;
             for result in results {
                 match result {
                     Ok(name) => tracing::info!(topic = %name, "created topic"),
                     Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                     Err((name, code)) => {
-                        return Err(BusError::Other(format!(
-                            "cannot create topic {name}: {code}"
-                        )));
+                        return Err(BusError::other(
+                            format!("cannot create topic {name}"),
+                            cause(code),
+                        ));
                     }
                 }
             }
@@ -328,8 +329,9 @@ impl Bus for KafkaBus {
                         Ok(Ok(_)) => {}
                         Ok(Err((e, _))) => return Err(publish_error(e)),
                         Err(_) => {
-                            return Err(BusError::Unavailable(
-                                "producer dropped the delivery".into(),
+                            return Err(BusError::unavailable(
+                                "the producer dropped the delivery",
+                                None,
                             ));
                         }
                     }
@@ -362,13 +364,14 @@ impl Bus for KafkaBus {
                 let error = match found {
                     Ok(Ok(partitions)) => break partitions,
                     Ok(Err(e)) => e,
-                    Err(join) => BusError::Other(join.to_string()),
+                    Err(join) => BusError::other("the subscribe task failed", cause(join)),
                 };
                 let key = format!("subscription {topic} ({group})");
                 tracing::warn!(
                     topic,
                     group,
-                    "cannot subscribe yet, retrying in {delay:?}: {error}"
+                    "cannot subscribe yet, retrying in {delay:?}: {}",
+                    Chain(&error)
                 );
                 problems.set_subscription(&key, Some(error.to_string()));
                 tokio::select! {
@@ -389,7 +392,7 @@ impl Bus for KafkaBus {
             )
             .await
             {
-                tracing::error!(topic, group, "subscription failed: {e}");
+                tracing::error!(topic, group, "subscription failed: {}", Chain(&e));
                 problems.set_subscription(
                     &format!("subscription {topic} ({group})"),
                     Some(e.to_string()),
@@ -422,12 +425,12 @@ impl Bus for KafkaBus {
                     group: None,
                     lags: Arc::default(),
                 })
-                .map_err(|e| BusError::Other(format!("kafka consumer: {e}")))?;
+                .map_err(|e| BusError::other("cannot create the kafka consumer", cause(e)))?;
             let consumer = Arc::new(consumer);
             let (c, t) = (consumer.clone(), topic.clone());
             tokio::task::spawn_blocking(move || assign_for_tail(&c, &t, from))
                 .await
-                .map_err(|e| BusError::Other(e.to_string()))??;
+                .map_err(|e| BusError::other("the tail task failed", cause(e)))??;
             let (records, receiver) = mpsc::channel(TAIL_BUFFER);
             tokio::spawn(async move {
                 loop {
@@ -495,23 +498,23 @@ fn assign_for_tail(
     let mut list = TopicPartitionList::new();
     for partition in 0..partitions {
         list.add_partition_offset(topic, partition, start)
-            .map_err(|e| BusError::Other(e.to_string()))?;
+            .map_err(|e| BusError::other(format!("cannot start {topic} at {start:?}"), cause(e)))?;
     }
     if let TailFrom::Time(_) = from {
         list = consumer
             .offsets_for_times(list, Duration::from_secs(10))
-            .map_err(|e| BusError::Unavailable(format!("offsets of {topic} by time: {e}")))?;
+            .map_err(|e| BusError::unavailable(format!("offsets of {topic} by time"), cause(e)))?;
     }
     consumer
         .assign(&list)
-        .map_err(|e| BusError::Other(format!("assign {topic}: {e}")))
+        .map_err(|e| BusError::other(format!("cannot assign {topic}"), cause(e)))
 }
 
 /// How many partitions `topic` has, from the broker's metadata. Blocking.
 fn partition_count(consumer: &StreamConsumer<Context>, topic: &str) -> Result<usize, BusError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| BusError::Unavailable(format!("metadata of {topic}: {e}")))?;
+        .map_err(|e| BusError::unavailable(format!("metadata of {topic}"), cause(e)))?;
     metadata
         .topics()
         .iter()
@@ -597,7 +600,7 @@ async fn consume(
     for partition in 0..partitions as i32 {
         let queue = consumer
             .split_partition_queue(topic, partition)
-            .ok_or_else(|| BusError::Other(format!("cannot split {topic}/{partition}")))?;
+            .ok_or_else(|| BusError::other(format!("cannot split {topic}/{partition}"), None))?;
         let source = PartitionQueue {
             consumer: consumer.clone(),
             queue,
@@ -613,7 +616,7 @@ async fn consume(
     }
     consumer
         .subscribe(&[topic])
-        .map_err(|e| BusError::Other(format!("subscribe {topic}: {e}")))?;
+        .map_err(|e| BusError::other(format!("cannot subscribe to {topic}"), cause(e)))?;
     // The main queue serves rebalances and errors, and the records of partitions added to the
     // topic after the split: each of those gets a pipeline fed from here.
     let events = {
@@ -696,9 +699,9 @@ fn publish_error(error: KafkaError) -> BusError {
         )
     );
     if permanent {
-        BusError::Refused(error.to_string())
+        BusError::refused("the broker refused the message", cause(error))
     } else {
-        BusError::Unavailable(error.to_string())
+        BusError::unavailable("the message was not delivered", cause(error))
     }
 }
 
@@ -739,5 +742,33 @@ fn to_record(message: &impl rdkafka::Message) -> Record {
         value: message.payload().unwrap_or_default().to_vec(),
         headers,
         timestamp_ms: message.timestamp().to_millis(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn produce_errors_are_sorted_and_keep_the_client_error() {
+        let refused = publish_error(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge,
+        ));
+        assert!(matches!(refused, BusError::Refused { .. }));
+        let source = std::error::Error::source(&refused).expect("the client error is kept");
+        let kafka = source.downcast_ref::<KafkaError>().expect("a KafkaError");
+        assert_eq!(
+            kafka.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::MessageSizeTooLarge)
+        );
+
+        let outage = publish_error(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageTimedOut,
+        ));
+        assert!(matches!(outage, BusError::Unavailable { .. }));
+        let chain = Chain(&outage).to_string();
+        let expected = "bus unavailable: the message was not delivered: ";
+        assert!(chain.starts_with(expected), "{chain}");
+        assert!(chain.contains("timed out"), "{chain}");
     }
 }

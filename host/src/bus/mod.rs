@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub use embedded::{EmbeddedBus, Kept};
 pub use kafka::{KafkaBus, KafkaSettings};
 
+use crate::error::Cause;
 use crate::metrics::PartitionLag;
 use crate::runtime::OutMessage;
 
@@ -205,22 +206,67 @@ impl<T> Limit<T> {
     }
 }
 
-/// Why the bus could not do what was asked.
+/// Why the bus could not do what was asked: what failed, and the client library's error
+/// beneath it when there is one.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
     /// The topic does not exist.
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
     /// The broker did not acknowledge, or cannot be reached. Trying again later may work.
-    #[error("bus unavailable: {0}")]
-    Unavailable(String),
+    #[error("bus unavailable: {what}")]
+    Unavailable {
+        /// What could not be done.
+        what: String,
+        /// The underlying error.
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The broker refused a message for good (too large, unknown topic, not authorized):
     /// trying again cannot help.
-    #[error("refused by the bus: {0}")]
-    Refused(String),
+    #[error("refused by the bus: {what}")]
+    Refused {
+        /// What was refused.
+        what: String,
+        /// The underlying error.
+        #[source]
+        cause: Option<Cause>,
+    },
     /// Anything else, e.g. an invalid subscription.
-    #[error("{0}")]
-    Other(String),
+    #[error("{what}")]
+    Other {
+        /// What could not be done.
+        what: String,
+        /// The underlying error.
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl BusError {
+    /// See [`BusError::Unavailable`].
+    pub fn unavailable(what: impl Into<String>, cause: Option<Cause>) -> Self {
+        BusError::Unavailable {
+            what: what.into(),
+            cause,
+        }
+    }
+
+    /// See [`BusError::Refused`].
+    pub fn refused(what: impl Into<String>, cause: Option<Cause>) -> Self {
+        BusError::Refused {
+            what: what.into(),
+            cause,
+        }
+    }
+
+    /// See [`BusError::Other`].
+    pub fn other(what: impl Into<String>, cause: Option<Cause>) -> Self {
+        BusError::Other {
+            what: what.into(),
+            cause,
+        }
+    }
 }
 
 /// Whether the bus can currently reach what it depends on.

@@ -32,17 +32,24 @@ pub const VERSION_HEADER: &str = "eventhost-plugin-version";
 /// so consumers can drop duplicates by it.
 pub const ID_HEADER: &str = "eventhost-id";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(super) enum CommitError {
     /// State the input read changed before it could commit: run it again.
+    #[error("the state the input read changed")]
     Conflict,
     /// An earlier input of the same plugin could not commit, and this one may have read its
     /// writes: run it again.
+    #[error("an earlier input of the same plugin could not commit")]
     Superseded,
-    /// The bus or the store failed; nothing of the input's state writes was applied.
-    Unavailable(String),
-    /// The bus refused a message for good; nothing of the input's state writes was applied.
-    Refused(String),
+    /// The bus failed or refused a message; nothing of the input's state writes was applied.
+    #[error(transparent)]
+    Bus(BusError),
+    /// The store failed; nothing of the input's state writes was applied.
+    #[error(transparent)]
+    Store(StateError),
+    /// The task applying the effects ended before it reported.
+    #[error("the commit task failed")]
+    TaskFailed,
 }
 
 /// A commit past its first stage; resolves once the effects are applied (or cannot be).
@@ -50,9 +57,7 @@ pub(super) struct Committing(oneshot::Receiver<Result<(), CommitError>>);
 
 impl Committing {
     pub(super) async fn settled(self) -> Result<(), CommitError> {
-        self.0
-            .await
-            .unwrap_or_else(|_| Err(CommitError::Unavailable("commit task failed".into())))
+        self.0.await.unwrap_or(Err(CommitError::TaskFailed))
     }
 }
 
@@ -102,7 +107,7 @@ impl Dispatcher {
         match staged.await {
             Ok(Ok(())) => Ok(Committing(settled)),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(CommitError::Unavailable("commit task failed".into())),
+            Err(_) => Err(CommitError::TaskFailed),
         }
     }
 
@@ -141,11 +146,10 @@ impl Dispatcher {
                 match checked {
                     Ok(Ok(Some(ticket))) => Some(ticket),
                     Ok(Ok(None)) => return Err(CommitError::Conflict),
-                    Ok(Err(e)) => return Err(CommitError::Unavailable(e.to_string())),
+                    Ok(Err(e)) => return Err(CommitError::Store(e)),
                     Err(join) => {
-                        return Err(CommitError::Unavailable(format!(
-                            "state task failed: {join}"
-                        )));
+                        let failed = StateError::failed("the read check failed");
+                        return Err(CommitError::Store(failed(join)));
                     }
                 }
             };
@@ -153,7 +157,7 @@ impl Dispatcher {
         let acks = if messages.is_empty() {
             None
         } else {
-            Some(self.bus.enqueue(messages).await.map_err(bus_error)?)
+            Some(self.bus.enqueue(messages).await.map_err(CommitError::Bus)?)
         };
         Ok(Staged { acks, ticket })
     }
@@ -173,22 +177,15 @@ impl Staged {
             if let Some(ticket) = self.ticket {
                 ticket.abandon();
             }
-            return Err(bus_error(e));
+            return Err(CommitError::Bus(e));
         }
         match self.ticket {
             None => Ok(()),
             Some(ticket) => ticket.apply().await.map_err(|e| match e {
                 ApplyError::Superseded => CommitError::Superseded,
-                ApplyError::Store(why) => CommitError::Unavailable(why),
+                ApplyError::Store(e) => CommitError::Store(e),
             }),
         }
-    }
-}
-
-fn bus_error(error: BusError) -> CommitError {
-    match error {
-        BusError::Refused(why) => CommitError::Refused(why),
-        other => CommitError::Unavailable(other.to_string()),
     }
 }
 

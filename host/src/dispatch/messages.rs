@@ -14,6 +14,7 @@ use super::commit::{CommitError, Committing, PLUGIN_HEADER, VERSION_HEADER};
 use super::trace::{Span, TRACEPARENT};
 use super::{Dispatcher, Input, InputError};
 use crate::bus::{BusError, Finish, Handled, Record, RecordHandler};
+use crate::error::Chain;
 use crate::runtime::{Delivery, LoadedPlugin, Message, OutMessage, Runtime};
 
 /// What the dispatcher needs to know about one subscription.
@@ -123,7 +124,7 @@ impl Dispatcher {
             }
             self.finished(&settings.plugin, &settings.topic, Some(&error));
             tracing::warn!(plugin = %settings.plugin, input = %input.label, trace_id = %input.span.trace_id(),
-                attempt, kind = error.kind(), "input failed: {error}");
+                attempt, kind = error.kind(), "input failed: {}", Chain(&error));
             if matches!(error, InputError::Commit(_) | InputError::NoPlugin(_)) {
                 // The handler succeeded but the bus or the store could not take its effects, or
                 // the plugin is being replaced or removed: not the input's fault. Wait for them
@@ -170,7 +171,7 @@ impl Dispatcher {
             };
             self.finished(&settings.plugin, &settings.topic, Some(&error));
             let input = format!("{}/{}@{}", record.topic, record.partition, record.offset);
-            tracing::warn!(plugin = %settings.plugin, input = %input, kind = error.kind(), "input failed: {error}");
+            tracing::warn!(plugin = %settings.plugin, input = %input, kind = error.kind(), "input failed: {}", Chain(&error));
             if matches!(error, InputError::Refused(_)) {
                 // The broker refuses a whole batch when one message is too large for it, so a
                 // refusal is final only when the record's messages went alone: the rerun does.
@@ -229,18 +230,18 @@ impl Dispatcher {
             match self.bus.publish(vec![message.clone()]).await {
                 Ok(()) => {
                     tracing::warn!(plugin = %sub.plugin, input = %input,
-                        dead_letter = %sub.dead_letter, "dead-lettered after {attempts} attempt(s): {error}");
+                        dead_letter = %sub.dead_letter, "dead-lettered after {attempts} attempt(s): {}", Chain(error));
                     self.metrics.dead_letter(&sub.plugin, &sub.topic);
                     self.set_stalled(sub, None);
                     return Handled::Commit;
                 }
-                Err(BusError::Refused(why)) if !message.value.is_empty() => {
-                    tracing::warn!(dead_letter = %sub.dead_letter, input = %input, "the dead letter was refused ({why}); sending a reference to the original instead");
+                Err(e @ BusError::Refused { .. }) if !message.value.is_empty() => {
+                    tracing::warn!(dead_letter = %sub.dead_letter, input = %input, "the dead letter was refused ({}); sending a reference to the original instead", Chain(&e));
                     message = reference_only(message, reasons.clone());
                     continue;
                 }
                 Err(e) => {
-                    tracing::error!(dead_letter = %sub.dead_letter, "cannot dead-letter yet: {e}");
+                    tracing::error!(dead_letter = %sub.dead_letter, "cannot dead-letter yet: {}", Chain(&e));
                     self.set_stalled(sub, Some(format!("cannot dead-letter {input}: {e}")));
                 }
             }
@@ -305,7 +306,7 @@ pub fn dead_letter_headers(
     version: &str,
 ) -> Vec<(String, Vec<u8>)> {
     [
-        ("eventhost-dlq-reason", error.to_string()),
+        ("eventhost-dlq-reason", Chain(error).to_string()),
         ("eventhost-dlq-kind", error.kind().to_string()),
         ("eventhost-dlq-topic", record.topic.clone()),
         ("eventhost-dlq-partition", record.partition.to_string()),

@@ -28,7 +28,8 @@ pub use commit::{ID_HEADER, PLUGIN_HEADER, VERSION_HEADER};
 pub use messages::{SubscriptionRuntime, dead_letter_headers};
 pub use trace::{Span, TRACEPARENT};
 
-use crate::bus::Bus;
+use crate::bus::{Bus, BusError};
+use crate::error::Cause;
 use crate::metrics::Metrics;
 use crate::runtime::{
     Failure, HttpRequest, HttpResponse, Invocation, InvokeError, LoadedPlugin, Registry, Runtime,
@@ -55,12 +56,12 @@ pub enum InputError {
     #[error("{}", describe_failure(.0))]
     Failed(Failure),
     /// The effects could not be applied (bus or store unavailable).
-    #[error("effects not applied: {0}")]
-    Commit(String),
+    #[error("effects not applied")]
+    Commit(#[source] Cause),
     /// The bus refused one of the input's messages for good (too large, unknown topic, not
     /// authorized); nothing was applied.
-    #[error("effects refused by the bus: {0}")]
-    Refused(String),
+    #[error("effects refused")]
+    Refused(#[source] Cause),
     /// Concurrent inputs kept changing the state this input read.
     #[error("gave up after {MAX_CONFLICT_RERUNS} write conflicts")]
     Conflict,
@@ -76,8 +77,8 @@ impl From<CommitError> for InputError {
     fn from(error: CommitError) -> Self {
         match error {
             CommitError::Conflict | CommitError::Superseded => InputError::Conflict,
-            CommitError::Unavailable(why) => InputError::Commit(why),
-            CommitError::Refused(why) => InputError::Refused(why),
+            CommitError::Bus(e @ BusError::Refused { .. }) => InputError::Refused(Cause::new(e)),
+            other => InputError::Commit(Cause::new(other)),
         }
     }
 }
@@ -367,7 +368,31 @@ mod tests {
     use super::*;
     use crate::bus::EmbeddedBus;
     use crate::runtime::RuntimeSettings;
-    use crate::state::EmbeddedStore;
+    use crate::state::{EmbeddedStore, StateError};
+
+    #[test]
+    fn a_commit_failure_keeps_the_store_error_beneath_it() {
+        let disk = std::io::Error::other("disk full");
+        let error = InputError::from(CommitError::Store(StateError::failed("cannot commit")(
+            disk,
+        )));
+        assert_eq!(error.kind(), "commit");
+        assert_eq!(
+            crate::error::Chain(&error).to_string(),
+            "effects not applied: state store: cannot commit: disk full"
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_told_apart_from_an_outage() {
+        let refused = BusError::refused("too large", None);
+        assert_eq!(
+            InputError::from(CommitError::Bus(refused)).kind(),
+            "refused"
+        );
+        let outage = BusError::unavailable("no broker", None);
+        assert_eq!(InputError::from(CommitError::Bus(outage)).kind(), "commit");
+    }
 
     #[test]
     fn commit_locks_follow_the_deployment() {

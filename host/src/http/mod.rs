@@ -25,6 +25,7 @@ pub use routes::{Match, Route, RouteTable};
 pub use server::{ServerLimits, serve};
 
 use crate::dispatch::{Dispatcher, InputError};
+use crate::error::Chain;
 use crate::runtime::{Failure, HttpRequest, HttpResponse, InvokeError};
 
 /// What the HTTP handlers share.
@@ -296,6 +297,6 @@ fn plugin_error(plugin: &str, input: &str, error: InputError) -> ApiError {
             format!("plugin {plugin} failed to handle the request"),
         ),
     };
-    tracing::warn!(plugin = %plugin, input = %input, kind = error.kind(), "input failed: {error}");
+    tracing::warn!(plugin = %plugin, input = %input, kind = error.kind(), "input failed: {}", Chain(&error));
     ApiError::new(status, message)
 }

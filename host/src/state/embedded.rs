@@ -24,16 +24,24 @@ impl EmbeddedStore {
     /// Opens the store at `path`, creating the file and its parent folder if needed.
     pub fn open(path: &Path) -> Result<Self, StateError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StateError::new(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(StateError::failed(format!(
+                "cannot create {}",
+                dir.display()
+            )))?;
         }
         let db = Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(path)
-            .map_err(|e| StateError::new(format!("cannot open {}: {e}", path.display())))?;
-        let txn = db.begin_write().map_err(StateError::new)?;
-        txn.open_table(ENTRIES).map_err(StateError::new)?;
-        txn.commit().map_err(StateError::new)?;
+            .map_err(StateError::failed(format!(
+                "cannot open {}",
+                path.display()
+            )))?;
+        let txn = db
+            .begin_write()
+            .map_err(StateError::failed("cannot begin a write"))?;
+        txn.open_table(ENTRIES)
+            .map_err(StateError::failed("cannot create the table"))?;
+        txn.commit().map_err(StateError::failed("cannot commit"))?;
         Ok(EmbeddedStore { db })
     }
 }
@@ -48,22 +56,33 @@ fn full_key(namespace: &str, key: &str) -> Vec<u8> {
 
 impl StateStore for EmbeddedStore {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let txn = self.db.begin_read().map_err(StateError::new)?;
-        let table = txn.open_table(ENTRIES).map_err(StateError::new)?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(StateError::failed("cannot begin a read"))?;
+        let table = txn
+            .open_table(ENTRIES)
+            .map_err(StateError::failed("cannot open the table"))?;
         let value = table
             .get(full_key(namespace, key).as_slice())
-            .map_err(StateError::new)?;
+            .map_err(StateError::failed("cannot read"))?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
     fn scan(&self, namespace: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
-        let txn = self.db.begin_read().map_err(StateError::new)?;
-        let table = txn.open_table(ENTRIES).map_err(StateError::new)?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(StateError::failed("cannot begin a read"))?;
+        let table = txn
+            .open_table(ENTRIES)
+            .map_err(StateError::failed("cannot open the table"))?;
         let start = full_key(namespace, prefix);
         let skip = namespace.len() + 1;
         let mut entries = Vec::new();
-        for entry in table.range(start.as_slice()..).map_err(StateError::new)? {
-            let (key, value) = entry.map_err(StateError::new)?;
+        let range = table.range(start.as_slice()..);
+        for entry in range.map_err(StateError::failed("cannot scan"))? {
+            let (key, value) = entry.map_err(StateError::failed("cannot scan"))?;
             if !key.value().starts_with(&start) {
                 break;
             }
@@ -77,9 +96,14 @@ impl StateStore for EmbeddedStore {
         if batch.iter().all(|(_, writes)| writes.is_empty()) {
             return Ok(());
         }
-        let txn = self.db.begin_write().map_err(StateError::new)?;
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(StateError::failed("cannot begin a write"))?;
         {
-            let mut table = txn.open_table(ENTRIES).map_err(StateError::new)?;
+            let mut table = txn
+                .open_table(ENTRIES)
+                .map_err(StateError::failed("cannot open the table"))?;
             for (namespace, writes) in batch {
                 for (key, value) in writes {
                     let key = full_key(namespace, key);
@@ -87,11 +111,11 @@ impl StateStore for EmbeddedStore {
                         Some(v) => table.insert(key.as_slice(), v.as_slice()).map(drop),
                         None => table.remove(key.as_slice()).map(drop),
                     }
-                    .map_err(StateError::new)?;
+                    .map_err(StateError::failed("cannot write"))?;
                 }
             }
         }
-        txn.commit().map_err(StateError::new)
+        txn.commit().map_err(StateError::failed("cannot commit"))
     }
 }
 
@@ -103,6 +127,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("state.redb")).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn an_open_failure_keeps_the_underlying_error_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "not a folder").unwrap();
+        let Err(error) = EmbeddedStore::open(&file.join("state.redb")) else {
+            panic!("a store inside a file opened");
+        };
+        let source = std::error::Error::source(&error).expect("the io error is kept");
+        assert!(
+            source.downcast_ref::<std::io::Error>().is_some(),
+            "{source:?}"
+        );
+        let chain = crate::error::Chain(&error).to_string();
+        assert!(chain.starts_with("state store: cannot create "), "{chain}");
+        assert!(chain.len() > "state store: cannot create ".len() + file.as_os_str().len());
     }
 
     #[test]

@@ -7,21 +7,42 @@
 mod embedded;
 mod pending;
 
+use crate::error::{Cause, cause};
+
 pub use embedded::EmbeddedStore;
 pub use pending::{ApplyError, PendingStore, Ticket};
 
 /// One staged write: a key and its new value, `None` to delete.
 pub type Write = (String, Option<Vec<u8>>);
 
-/// Why the store could not serve a request.
-#[derive(Debug, thiserror::Error)]
-#[error("state store: {0}")]
-pub struct StateError(String);
+/// Why the store could not serve a request: what failed, and the store's own error beneath.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("state store: {what}")]
+pub struct StateError {
+    what: String,
+    #[source]
+    cause: Option<Cause>,
+}
 
 impl StateError {
-    /// Wraps any store-specific error.
-    pub fn new(err: impl std::fmt::Display) -> Self {
-        StateError(err.to_string())
+    /// A failure with no underlying error.
+    pub fn new(what: impl Into<String>) -> Self {
+        StateError {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// A `map_err` adapter: `what` failed because of the store-specific error it is given.
+    pub fn failed<E>(what: impl Into<String>) -> impl FnOnce(E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let what = what.into();
+        move |error| StateError {
+            what,
+            cause: cause(error),
+        }
     }
 }
 

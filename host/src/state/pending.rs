@@ -32,8 +32,8 @@ pub enum ApplyError {
     #[error("an earlier input of the same plugin could not commit")]
     Superseded,
     /// The store failed; nothing of the batch was applied.
-    #[error("{0}")]
-    Store(String),
+    #[error(transparent)]
+    Store(#[from] StateError),
 }
 
 /// A [`StateStore`] whose reads see registered, not yet durable writes over the store's own.
@@ -267,11 +267,15 @@ impl Ticket {
         };
         if !sent {
             self.fail();
-            return Err(ApplyError::Store("the state writer stopped".into()));
+            return Err(ApplyError::Store(StateError::new(
+                "the state writer stopped",
+            )));
         }
-        let result = result
-            .await
-            .unwrap_or_else(|_| Err(ApplyError::Store("the state writer stopped".into())));
+        let result = result.await.unwrap_or_else(|_| {
+            Err(ApplyError::Store(StateError::new(
+                "the state writer stopped",
+            )))
+        });
         if result.is_err() {
             self.progress.set(Status::Failed);
         }
@@ -337,8 +341,10 @@ async fn write_batches(
         metrics.commit_batch(accepted.len());
         let result = match tokio::task::spawn_blocking(move || store.apply_batch(&writes)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ApplyError::Store(e.to_string())),
-            Err(join) => Err(ApplyError::Store(format!("state task failed: {join}"))),
+            Ok(Err(e)) => Err(ApplyError::Store(e)),
+            Err(join) => Err(ApplyError::Store(StateError::failed(
+                "the state task failed",
+            )(join))),
         };
         let status = if result.is_ok() {
             Status::Applied
