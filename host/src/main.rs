@@ -107,6 +107,9 @@ enum Command {
     },
 }
 
+/// Polls between a worker's checks for I/O and timers.
+const EVENT_INTERVAL: u32 = 4;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The kit's report is the output of `test`; the plugins' own log lines would bury it.
@@ -115,7 +118,14 @@ fn main() -> ExitCode {
         _ => "info,wasmtime=warn,cranelift=warn",
     };
     init_logs(cli.log_format, default_filter);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Workers look for I/O and timers every few polls instead of tokio's default 61: a poll of
+    // a busy guest lasts up to an epoch tick, and deadlines and new connections must not wait
+    // for dozens of them.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .event_interval(EVENT_INTERVAL)
+        .build();
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -7,7 +7,8 @@
 //!
 //! Guests run as futures on the async runtime. Compiled code yields at every epoch tick, so a
 //! busy guest shares its worker thread, and a guest waiting in WASI (a sleep) holds no thread
-//! at all. The deadline is a timer around the whole input: when it fires, the future is
+//! at all. A guest runs only while it holds one of a few turns, handed out fairly between
+//! plugins (`turns`), so one plugin's busy inputs cannot crowd out another's. The deadline is a timer around the whole input: when it fires, the future is
 //! dropped, which drops the store and returns the instance's pool slot at once.
 
 mod bindings;
@@ -18,6 +19,7 @@ mod output;
 mod plugin;
 mod registry;
 mod response;
+mod turns;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,9 +41,11 @@ pub use registry::{PluginStats, Registry};
 
 use crate::state::StateStore;
 use host_state::InputState;
+use turns::Turns;
 
-/// How often a running guest yields to the async runtime.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often a running guest yields to the async runtime: the longest it holds a thread while
+/// others wait, so it bounds how late a deadline or another plugin's input can be.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
@@ -95,7 +99,18 @@ pub struct Runtime {
     linker: Linker<InputState>,
     store: Arc<dyn StateStore>,
     settings: RuntimeSettings,
+    turns: Arc<Turns<PluginKey>>,
     ticker_stop: Arc<AtomicBool>,
+}
+
+/// Guests of the same plugin (by name) queue together for their turns.
+#[derive(Clone)]
+struct PluginKey(Arc<PluginInfo>);
+
+impl PartialEq for PluginKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
 }
 
 impl Runtime {
@@ -147,6 +162,7 @@ impl Runtime {
             linker,
             store,
             settings,
+            turns: Arc::new(Turns::new(guest_threads())),
             ticker_stop,
         })
     }
@@ -250,6 +266,7 @@ impl Runtime {
             let guest = indices.load(&mut store, &instance)?;
             Ok(guest.call_handle(&mut store, delivery).await?)
         };
+        let call = self.turns.run(PluginKey(plugin.info.clone()), call);
         let outcome = within_deadline(&plugin.info, call).await;
         finish(plugin, &label, store, outcome)
     }
@@ -272,6 +289,7 @@ impl Runtime {
             let guest = indices.load(&mut store, &instance)?;
             Ok(guest.call_handle(&mut store, request).await?)
         };
+        let call = self.turns.run(PluginKey(plugin.info.clone()), call);
         let outcome = within_deadline(&plugin.info, call).await;
         let outcome = outcome.and_then(|result| match result {
             Ok(response) => response::check(&response, &plugin.info.budget).map(|()| Ok(response)),
@@ -328,6 +346,12 @@ fn finish<T>(
             effects: state.effects,
         }
     }
+}
+
+/// How many guests run at once: one per thread of the async runtime (tokio starts one worker
+/// per core), so a busy guest never waits for a thread another busy guest holds.
+fn guest_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 fn compile_cache(dir: Option<&Path>) -> anyhow::Result<wasmtime::Cache> {
