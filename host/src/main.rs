@@ -411,12 +411,13 @@ fn summary(config: &Config, registry: &Registry) -> String {
         let info = &plugin.info;
         let _ = writeln!(
             out,
-            "    {:<12} {}  memory {} MiB, timeout {} ms  ({})",
+            "    {:<12} {}  memory {} MiB, timeout {} ms  ({}, {})",
             info.name,
             info.version,
             info.memory_bytes >> 20,
             info.timeout.as_millis(),
-            info.source.display()
+            info.source.display(),
+            plugin.compiled
         );
     }
     if !config.subscriptions.is_empty() {

@@ -307,6 +307,45 @@ async fn run_prints_a_summary_logs_failures_and_exits_cleanly_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_says_which_plugins_came_from_the_compiled_code_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("compiled");
+    let body = format!("cache_dir = \"{}\"\n{HELLO_AND_TESTKIT}", cache.display());
+    let file = write_config(dir.path(), &body);
+    let plugin_lines = |stdout: &mut BufReader<std::process::ChildStdout>| {
+        let mut lines = Vec::new();
+        for _ in 0..8 {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            if line.contains("hello.wasm") || line.contains("testkit.wasm") {
+                lines.push(line);
+            }
+        }
+        lines
+    };
+
+    let (child, mut stdout, _) = start_run(&file, &[]);
+    let first = plugin_lines(&mut stdout);
+    let stderr = stop_run(child).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    for line in &first {
+        assert!(line.contains(", compiled in "), "{line}");
+    }
+    assert!(stderr.contains("component compiled in"), "{stderr}");
+
+    let (child, mut stdout, _) = start_run(&file, &[]);
+    let second = plugin_lines(&mut stdout);
+    stop_run(child).await;
+    assert_eq!(second.len(), 2, "{second:?}");
+    for line in &second {
+        assert!(
+            line.contains(", from the compiled-code cache in "),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_lists_the_running_host_from_its_own_admin_address() {
     let dir = tempfile::tempdir().unwrap();
     let admin = std::net::TcpListener::bind("127.0.0.1:0")

@@ -36,7 +36,7 @@ pub use bindings::{Delivery, Failure, HttpRequest, HttpResponse, Message};
 pub use budget::{Budget, BudgetExceeded, BudgetKind};
 pub use effects::{Effects, OutMessage};
 pub use host_state::{MemoryLimitExceeded, RESERVED_HEADER_PREFIX};
-pub use plugin::{Exports, LoadedPlugin, PluginInfo, version_of};
+pub use plugin::{Compiled, Exports, LoadedPlugin, PluginInfo, version_of};
 pub use registry::{PluginStats, Registry};
 
 use crate::state::StateStore;
@@ -100,6 +100,10 @@ pub struct Runtime {
     store: Arc<dyn StateStore>,
     settings: RuntimeSettings,
     turns: Arc<Turns<PluginKey>>,
+    /// The compiled-code cache, when enabled; its counters tell a cache hit from a compile.
+    cache: Option<wasmtime::Cache>,
+    /// One compile at a time (each uses every core), so the cache's counters belong to it.
+    compiling: std::sync::Mutex<()>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -133,12 +137,16 @@ impl Runtime {
             .epoch_interruption(true);
         // Compiled code is cached by content hash, so an unchanged plugin (above all one with an
         // embedded JavaScript or Python engine) loads in milliseconds on the next start.
-        match compile_cache(settings.cache_dir.as_deref()) {
+        let cache = match compile_cache(settings.cache_dir.as_deref()) {
             Ok(cache) => {
-                config.cache(Some(cache));
+                config.cache(Some(cache.clone()));
+                Some(cache)
             }
-            Err(e) => tracing::warn!("compiled-code cache disabled: {e:#}"),
-        }
+            Err(e) => {
+                tracing::warn!("compiled-code cache disabled: {e:#}");
+                None
+            }
+        };
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("creating the wasm engine")?;
@@ -163,6 +171,8 @@ impl Runtime {
             store,
             settings,
             turns: Arc::new(Turns::new(guest_threads())),
+            cache,
+            compiling: std::sync::Mutex::default(),
             ticker_stop,
         })
     }
@@ -184,9 +194,7 @@ impl Runtime {
             );
         }
         info.version = version_of(bytes);
-        let component = Component::new(&self.engine, bytes)
-            .map_err(anyhow::Error::from)
-            .context("not a valid component")?;
+        let (component, compiled) = self.compile(&info, bytes)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -202,10 +210,35 @@ impl Runtime {
         Ok(LoadedPlugin {
             info: Arc::new(info),
             loaded_at: std::time::SystemTime::now(),
+            compiled,
             pre,
             message,
             http,
         })
+    }
+
+    /// Compiles `bytes`, or reads the result from the cache, and logs which and how long it
+    /// took: a large component (an embedded JavaScript or Python engine) takes seconds.
+    fn compile(&self, info: &PluginInfo, bytes: &[u8]) -> anyhow::Result<(Component, Compiled)> {
+        let _one_at_a_time = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
+        let size = format!("{:.1} MB", bytes.len() as f64 / 1e6);
+        if bytes.len() >= LARGE_COMPONENT {
+            tracing::info!(plugin = %info.name, version = %info.version,
+                "loading a {size} component; compiling one this large takes seconds, reading it from the compiled-code cache much less");
+        }
+        let hits = self.cache.as_ref().map(wasmtime::Cache::cache_hits);
+        let started = std::time::Instant::now();
+        let component = Component::new(&self.engine, bytes)
+            .map_err(anyhow::Error::from)
+            .context("not a valid component")?;
+        let compiled = Compiled {
+            from_cache: hits.is_some_and(|before| {
+                self.cache.as_ref().map(wasmtime::Cache::cache_hits) > Some(before)
+            }),
+            took: started.elapsed(),
+        };
+        tracing::info!(plugin = %info.name, version = %info.version, "{size} component {compiled}");
+        Ok((component, compiled))
     }
 
     /// A new version of `plugin` with the same code and different settings (config values,
@@ -226,6 +259,7 @@ impl Runtime {
         Ok(LoadedPlugin {
             info: Arc::new(info),
             loaded_at: std::time::SystemTime::now(),
+            compiled: plugin.compiled,
             pre: plugin.pre.clone(),
             message: plugin.message.clone(),
             http: plugin.http.clone(),
@@ -345,6 +379,18 @@ fn finish<T>(
             outcome,
             effects: state.effects,
         }
+    }
+}
+
+/// Components from this size on announce their compile before it starts.
+const LARGE_COMPONENT: usize = 1 << 20;
+
+/// A duration as a person reads it: `850 ms`, `8.8 s`.
+pub(crate) fn human_duration(took: Duration) -> String {
+    if took < Duration::from_secs(1) {
+        format!("{} ms", took.as_millis())
+    } else {
+        format!("{:.1} s", took.as_secs_f64())
     }
 }
 

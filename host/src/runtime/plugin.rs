@@ -49,9 +49,31 @@ pub struct LoadedPlugin {
     pub info: Arc<PluginInfo>,
     /// When this version was loaded.
     pub loaded_at: SystemTime,
+    /// How its code was obtained.
+    pub compiled: Compiled,
     pub(super) pre: InstancePre<InputState>,
     pub(super) message: Option<message_handler::GuestIndices>,
     pub(super) http: Option<http_handler::GuestIndices>,
+}
+
+/// How a plugin's machine code was obtained, and how long it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compiled {
+    /// Read from the compiled-code cache rather than compiled.
+    pub from_cache: bool,
+    /// Compiling or reading it.
+    pub took: std::time::Duration,
+}
+
+impl std::fmt::Display for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = if self.from_cache {
+            "from the compiled-code cache"
+        } else {
+            "compiled"
+        };
+        write!(f, "{how} in {}", crate::runtime::human_duration(self.took))
+    }
 }
 
 impl LoadedPlugin {
