@@ -97,6 +97,7 @@ fn payment_info(name: &str) -> PluginInfo {
         timeout: Duration::from_secs(5),
         budget: Default::default(),
         concurrency: 16,
+        cloudevents: None,
     }
 }
 

@@ -5,7 +5,7 @@
 //! instance; the [`dispatch`]er applies the input's staged effects (published messages, state
 //! writes) only when it succeeded; the [`bus`] (embedded or Kafka) delivers records in
 //! partition order and commits after effects; [`state`] keeps each plugin's data durably;
-//! [`http`] serves the routes; [`metrics`] counts what flows. The [`contract`] test kit runs
+//! [`http`] serves the routes, speaking [`cloudevents`] where asked; [`metrics`] counts what flows. The [`contract`] test kit runs
 //! data-driven cases against any plugin through the same runtime; [`scaffold`] creates a plugin
 //! folder in any language.
 
@@ -13,6 +13,7 @@
 
 pub mod app;
 pub mod bus;
+pub mod cloudevents;
 pub mod config;
 pub mod contract;
 pub mod dispatch;

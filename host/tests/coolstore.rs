@@ -1134,6 +1134,110 @@ async fn payment_over_http_answers_the_decision_and_publishes_it() {
     assert_eq!(results, 2, "bad requests publish nothing");
 }
 
+/// A Knative-style source posts the workshop's order as a CloudEvent, in structured or binary
+/// mode: the payment plugin sees the order as usual, and its answer and its published result
+/// are CloudEvents of the type the coolstore configures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloudevent_posted_to_the_payment_route_gets_a_cloudevent_result() {
+    let host = TestHost::start(&coolstore()).await;
+    let (payments, _stop) = collect(&host.bus(), "payments", "observer");
+    let url = format!("{}/api/payment", host.url);
+    let order_of = |id: &str| order(id, VALID_CARD);
+    let ce = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+
+    let structured = fresh_id("ce-structured");
+    let event = json!({
+        "specversion": "1.0", "id": format!("evt-{structured}"), "source": "/knative/orders",
+        "type": "com.redhat.coolstore.order.created", "datacontenttype": "application/json",
+        "data": order_of(&structured)
+    });
+    let response = host
+        .client
+        .post(&url)
+        .header("content-type", "application/cloudevents+json")
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(ce(&response, "ce-specversion").as_deref(), Some("1.0"));
+    assert_eq!(
+        ce(&response, "ce-type").as_deref(),
+        Some("com.redhat.coolstore.payment.result")
+    );
+    assert_eq!(
+        ce(&response, "ce-source").as_deref(),
+        Some("/coolstore/payment")
+    );
+    assert!(ce(&response, "ce-id").is_some_and(|id| !id.is_empty()));
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["orderId"], structured.as_str());
+    assert_eq!(answer["status"], "COMPLETED");
+
+    let binary = fresh_id("ce-binary");
+    let response = host
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("ce-specversion", "1.0")
+        .header("ce-id", format!("evt-{binary}"))
+        .header("ce-source", "/knative/orders")
+        .header("ce-type", "com.redhat.coolstore.order.created")
+        .body(order_of(&binary).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(ce(&response, "ce-specversion").as_deref(), Some("1.0"));
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["orderId"], binary.as_str());
+
+    // The published results are CloudEvents too, identified by the host's message id.
+    for order_id in [&structured, &binary] {
+        observed_through(&host, &payments, "payments", order_id).await;
+        let published = keyed(&payments, order_id);
+        assert_eq!(published.len(), 1, "one result for {order_id}");
+        let header = |name: &str| {
+            let found = published[0].headers.iter().find(|(n, _)| n == name);
+            found.map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+        };
+        assert_eq!(header("ce_specversion").as_deref(), Some("1.0"));
+        assert_eq!(
+            header("ce_type").as_deref(),
+            Some("com.redhat.coolstore.payment.result")
+        );
+        assert_eq!(header("ce_id"), header("eventhost-id"));
+        assert!(header("ce_time").is_some());
+    }
+
+    // An event without its id is refused before the plugin runs; a plain request gets a plain
+    // answer.
+    let broken = json!({"specversion": "1.0", "source": "/s", "type": "t", "data": order_of("x")});
+    let response = host
+        .client
+        .post(&url)
+        .header("content-type", "application/cloudevents+json")
+        .body(broken.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_error(&json_of(response).await, 400, "id is missing");
+    let plain = host
+        .client
+        .post(&url)
+        .body(order_of(&fresh_id("plain")).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(ce(&plain, "ce-specversion").is_none());
+}
+
 /// The lab's own command, run as written: `curl -i -H 'Content-Type: application/json'
 /// -X POST -d'{...}' $URL`, where `$URL` is the payment service's address. The coolstore binds
 /// `POST /` to the payment plugin, so the shop's own address is it; `GET /` still serves the

@@ -711,6 +711,7 @@ async fn every_language_gives_the_same_results_for_generated_orders() {
             timeout: Duration::from_secs(10),
             budget: Default::default(),
             concurrency: 16,
+            cloudevents: None,
         };
         let size = std::fs::metadata(&info.source).expect("component").len();
         let start = Instant::now();

@@ -294,6 +294,7 @@ pub fn plugin_info(plugin: &PluginConfig) -> PluginInfo {
         timeout: plugin.limits.timeout,
         budget: plugin.limits.budget,
         concurrency: plugin.limits.concurrency as usize,
+        cloudevents: plugin.cloudevents.clone(),
     }
 }
 

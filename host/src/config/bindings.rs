@@ -19,6 +19,7 @@ use super::raw::{RawLimits, RawPlugin, RawRoute, RawSubscription, RawTopic};
 use super::source::{Source, quote_key};
 use super::validate::{at_least, between, millis_or, non_empty, resolve};
 use crate::bus::{Limit, Retention};
+use crate::cloudevents::Producer;
 use crate::runtime::Budget;
 
 pub(super) fn topics(raw: &[RawTopic]) -> Result<BTreeMap<String, TopicConfig>, ConfigError> {
@@ -131,11 +132,31 @@ pub(super) fn plugins(
             Some(n) => *n.get_ref(),
             None => Limits::DEFAULT_CONCURRENCY.min(max),
         };
+        let cloudevents = match &plugin.cloudevents {
+            None => None,
+            Some(raw) => {
+                let mut producer = Producer::default_for(name.get_ref());
+                for (field, value, into) in [
+                    ("source", &raw.source, &mut producer.source),
+                    ("type", &raw.event_type, &mut producer.event_type),
+                ] {
+                    if let Some(value) = value {
+                        if value.get_ref().trim().is_empty() {
+                            let key = key(&format!("cloudevents.{field}"));
+                            return Err(src.error(value.span(), key, "must not be empty"));
+                        }
+                        *into = value.get_ref().clone();
+                    }
+                }
+                Some(producer)
+            }
+        };
         let config = PluginConfig {
             name: name.get_ref().clone(),
             path,
             publish,
             config,
+            cloudevents,
             limits: Limits {
                 memory_mib,
                 timeout,

@@ -331,6 +331,9 @@ pub struct PluginConfig {
     pub config: BTreeMap<String, String>,
     /// Resource limits of each instance (`limits`).
     pub limits: Limits,
+    /// `cloudevents = { source, type }`: stamp what the plugin produces as CloudEvents, with
+    /// these attributes (both optional). Default off.
+    pub cloudevents: Option<crate::cloudevents::Producer>,
 }
 
 /// `limits = { .. }` of a plugin: what one instance may use.

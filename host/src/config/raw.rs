@@ -153,6 +153,16 @@ pub(crate) struct RawPlugin {
     pub(crate) config: BTreeMap<Spanned<String>, Spanned<Scalar>>,
     #[serde(default)]
     pub(crate) limits: RawLimits,
+    pub(crate) cloudevents: Option<RawCloudEvents>,
+}
+
+/// `cloudevents = { .. }` of a plugin.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCloudEvents {
+    pub(crate) source: Option<Spanned<String>>,
+    #[serde(rename = "type")]
+    pub(crate) event_type: Option<Spanned<String>>,
 }
 
 /// `limits = { .. }` of a plugin.

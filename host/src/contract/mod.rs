@@ -68,6 +68,7 @@ pub async fn run(
         timeout: Duration::from_secs(10),
         budget: Default::default(),
         concurrency: 1,
+        cloudevents: None,
     };
     let start = Instant::now();
     let loaded = runtime

@@ -166,6 +166,7 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             budget: Default::default(),
             concurrency,
+            cloudevents: None,
         }
     }
 

@@ -190,7 +190,8 @@ impl Staged {
 }
 
 /// Adds the producing plugin's name and version, the message's id and the input's span as its
-/// trace parent (replacing any a plugin copied over) to every message.
+/// trace parent (replacing any a plugin copied over) to every message, and the CloudEvents
+/// attributes when the plugin's config asks for them.
 fn stamp(plugin: &PluginInfo, input: &Input<'_>, mut messages: Vec<OutMessage>) -> Vec<OutMessage> {
     let traceparent = input.span.traceparent();
     for (n, message) in messages.iter_mut().enumerate() {
@@ -201,9 +202,11 @@ fn stamp(plugin: &PluginInfo, input: &Input<'_>, mut messages: Vec<OutMessage>) 
         message
             .headers
             .push((VERSION_HEADER.into(), plugin.version.clone().into_bytes()));
-        message
-            .headers
-            .push((ID_HEADER.into(), format!("{}#{n}", input.id).into_bytes()));
+        let id = format!("{}#{n}", input.id);
+        if let Some(cloudevents) = &plugin.cloudevents {
+            cloudevents.stamp_message(&id, &mut message.headers);
+        }
+        message.headers.push((ID_HEADER.into(), id.into_bytes()));
         (message.headers).push((TRACEPARENT.into(), traceparent.clone().into_bytes()));
     }
     messages

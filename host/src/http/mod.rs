@@ -24,6 +24,7 @@ pub use error::ApiError;
 pub use routes::{Match, Route, RouteTable};
 pub use server::{ServerLimits, serve};
 
+use crate::cloudevents;
 use crate::dispatch::{Dispatcher, InputError};
 use crate::error::Chain;
 use crate::runtime::{Failure, HttpRequest, HttpResponse, InvokeError};
@@ -182,6 +183,9 @@ async fn call_plugin(
             )),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let (mut headers, mut body) = (header_pairs(&parts.headers), body.to_vec());
+    let event = cloudevents::unpack_request(&mut headers, &mut body)
+        .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, why))?;
     let request = HttpRequest {
         // The route's method: HEAD served by a GET route reaches the plugin as GET.
         method: route.method.clone(),
@@ -189,13 +193,32 @@ async fn call_plugin(
         query: parts.uri.query().unwrap_or_default().to_string(),
         route: route.pattern.clone(),
         params,
-        headers: header_pairs(&parts.headers),
-        body: body.to_vec(),
+        headers,
+        body,
     };
     let label = format!("{} {}", request.method, request.path);
     match state.dispatcher.handle_http(&route.plugin, request).await {
-        Ok(response) => Ok(to_response(response)),
+        Ok(mut response) => {
+            if event == cloudevents::Request::Event {
+                answer_as_event(state, &route.plugin, &mut response);
+            }
+            Ok(to_response(response))
+        }
         Err(error) => Err(plugin_error(&route.plugin, &label, error)),
+    }
+}
+
+/// A successful answer to an event is an event too, when the plugin's config asks for it.
+fn answer_as_event(state: &HttpState, plugin: &str, response: &mut HttpResponse) {
+    let Some(loaded) = state.dispatcher.registry().get(plugin) else {
+        return;
+    };
+    if let Some(producer) = &loaded.info.cloudevents
+        && (200..300).contains(&response.status)
+        && !response.body.is_empty()
+    {
+        let id = uuid::Uuid::new_v4().to_string();
+        producer.stamp_response(&id, &mut response.headers);
     }
 }
 

@@ -32,6 +32,8 @@ pub struct PluginInfo {
     pub budget: Budget,
     /// Most inputs of this plugin running at once.
     pub concurrency: usize,
+    /// The CloudEvents attributes of what it produces, when its config asks for them.
+    pub cloudevents: Option<crate::cloudevents::Producer>,
 }
 
 /// Which handlers a component exports.
