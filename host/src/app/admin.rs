@@ -1,6 +1,8 @@
 //! Admin routes: `GET /admin/plugins` lists what is deployed and how it is doing;
 //! `GET /metrics` gives the host's metrics in Prometheus text format; `GET /admin/tail` streams
-//! a topic's records (for `eventhost tail` on the embedded bus).
+//! a topic's records (for `eventhost tail` on the embedded bus); `GET /admin/subscriptions`
+//! and `POST /admin/{pause,resume,replay,redrive}?subscription=NAME` show and repair
+//! subscriptions (see `repair`).
 //!
 //! They show paths and internal errors, so they are private: a caller on a loopback address
 //! is let in; anyone else must send the configured token as `Authorization: Bearer ..`, and
@@ -14,7 +16,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
@@ -57,6 +59,11 @@ pub fn router(deployment: Arc<Deployment>, access: AdminAccess) -> Router {
         .route("/admin/plugins", get(plugins))
         .route("/metrics", get(metrics))
         .route("/admin/tail", get(super::tail::route))
+        .route("/admin/subscriptions", get(super::repair::list))
+        .route("/admin/pause", post(super::repair::pause))
+        .route("/admin/resume", post(super::repair::resume))
+        .route("/admin/replay", post(super::repair::replay))
+        .route("/admin/redrive", post(super::repair::redrive))
         .route_layer(middleware::from_fn_with_state(access, require_access))
         .with_state(deployment)
 }

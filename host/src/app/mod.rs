@@ -4,6 +4,7 @@ pub mod admin;
 pub mod admin_client;
 mod deployment;
 pub mod readiness;
+pub mod repair;
 pub mod tail;
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use anyhow::{Context as _, bail};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use deployment::{ApplyReport, Deployment, subscription_runtime};
+pub use deployment::{ApplyReport, Deployment, SubscriptionState, subscription_runtime};
 
 use crate::bus::{Bus, EmbeddedBus, KafkaBus, KafkaSettings, TopicSpec};
 use crate::config::{BusConfig, Config, PluginConfig};
