@@ -199,6 +199,11 @@ async fn pause_holds_records_and_resume_delivers_every_one(setup: Setup) {
     );
     assert_eq!(states(&host).await["records"], "paused");
     assert_eq!(states(&host).await["audit"], "running");
+    assert_eq!(
+        host.get("/readyz").await.status(),
+        200,
+        "a pause is the operator's choice, not a fault"
+    );
     let messages = (1..=3)
         .map(|i| setup.message(&format!("record:r{i}")))
         .collect();

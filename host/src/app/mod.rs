@@ -273,11 +273,16 @@ fn topic_specs(config: &Config) -> Vec<TopicSpec> {
             partitions: t.partitions,
             replication: t.replication,
             retention: t.retention,
-            groups: config
-                .subscriptions
-                .iter()
+            // A dead-letter topic is read by the redrive of each subscription that writes to
+            // it: the embedded bus keeps the letters for it until they are redriven.
+            groups: (config.subscriptions.iter())
                 .filter(|s| s.topic == t.name)
                 .map(|s| s.group.clone())
+                .chain(
+                    (config.subscriptions.iter())
+                        .filter(|s| s.dead_letter == t.name)
+                        .map(|s| repair::redrive_group(&s.group)),
+                )
                 .collect(),
         })
         .collect()
