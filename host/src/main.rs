@@ -103,6 +103,7 @@ enum Command {
     },
     /// Rewinds SUBSCRIPTION's consumer group to a time or an offset on every partition: the
     /// host stops the subscription, moves its offsets and starts it again.
+    #[command(group(clap::ArgGroup::new("start").required(true)))]
     Replay {
         /// The subscription: its consumer group, or GROUP/TOPIC.
         subscription: String,
@@ -110,10 +111,10 @@ enum Command {
         #[arg(long, default_value = "eventhost.toml")]
         config: PathBuf,
         /// From the first record published at or after TIME (RFC 3339, or ago: `10m`).
-        #[arg(long, conflicts_with = "offset", required_unless_present = "offset")]
+        #[arg(long, group = "start")]
         from: Option<String>,
         /// From this offset in every partition.
-        #[arg(long)]
+        #[arg(long, group = "start")]
         offset: Option<i64>,
     },
     /// Dead letters.

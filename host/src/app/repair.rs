@@ -348,7 +348,7 @@ struct Rewound {
     partitions: u64,
     /// Records the group had read that it will read again.
     records: u64,
-    /// Partitions whose records from the asked start on are no longer all kept.
+    /// Partitions that no longer keep every record from the asked offset on.
     not_kept: u64,
 }
 
@@ -376,7 +376,8 @@ async fn rewind(
         let target = wanted.clamp(position.start, position.end);
         // A group that never committed reads from the earliest kept record.
         let before = position.committed.unwrap_or(position.start);
-        if wanted < position.start && before > position.start {
+        // Offsets start at 0: below the earliest kept one, records were dropped.
+        if wanted < position.start {
             rewound.not_kept += 1;
         }
         if target < before {
