@@ -55,14 +55,24 @@ fn coolstore_with_payment_delay(ms: i64) -> String {
 /// The coolstore whose card processing takes `delay_ms` against a payment timeout of 300 ms,
 /// with two attempts per order: a slow payment service dead-letters its orders quickly.
 fn coolstore_with_payment_timeout(delay_ms: i64) -> String {
-    let mut table: toml::Table = coolstore_with_payment_delay(delay_ms)
-        .parse()
-        .expect("TOML");
+    with_payment_timeout(&coolstore(), delay_ms)
+}
+
+/// `shop` with card processing taking `delay_ms` against a payment timeout of 300 ms, and two
+/// attempts per order.
+fn with_payment_timeout(shop: &str, delay_ms: i64) -> String {
+    let mut table: toml::Table = shop.parse().expect("TOML");
     let payment = table
         .get_mut("plugin")
         .and_then(|p| p.get_mut("payment"))
         .and_then(toml::Value::as_table_mut)
         .expect("[plugin.payment]");
+    payment
+        .entry("config")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .expect("[plugin.payment] config")
+        .insert("processing_delay_ms".into(), delay_ms.into());
     payment.insert(
         "limits".into(),
         toml::Value::Table(toml::toml! { memory_mib = 32
@@ -1684,6 +1694,68 @@ fn kcat_payments(bootstrap: &str) -> Vec<KcatRecord> {
         .collect()
 }
 
+/// Held by each test that runs the shop on Kafka: they share its consumer groups, and a host
+/// keeps its orders in its own store, so two at once would take each other's orders.
+static SHOP_ON_KAFKA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Dead letters of `plugin` from `topic`, from `/metrics`.
+async fn dead_letters(host: &TestHost, plugin: &str, topic: &str) -> u64 {
+    let text = host.get("/metrics").await.text().await.expect("metrics");
+    let series = format!("eventhost_dead_letters_total{{plugin=\"{plugin}\",source=\"{topic}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_a_dead_letter_redriven_after_a_fix_ends_completed() {
+    let bootstrap =
+        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let shop = coolstore_on_kafka(&bootstrap);
+    let _alone = SHOP_ON_KAFKA.lock().await;
+    let host = TestHost::start(&with_payment_timeout(&shop, 2000)).await;
+    let order_id = fresh_id("kafka-redriven");
+    buy(&host, &format!("cart-{order_id}"), &order_id, VALID_CARD).await;
+    eventually(
+        Duration::from_secs(90),
+        "the order to be dead-lettered",
+        || async { (dead_letters(&host, "payment", "orders").await >= 1).then_some(()) },
+    )
+    .await;
+    let (_, order) = get(&host, &format!("/api/orders/{order_id}")).await;
+    assert_eq!(order["status"], "PROCESSING", "{order}");
+
+    let fixed = common::test_config(host.dir.path(), &with_payment_timeout(&shop, 0));
+    let report = host.host().deployment().apply(fixed).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    let redrive = "/admin/redrive?subscription=coolstore-test-payment-service";
+    let (status, body) = post(&host, redrive, "").await;
+    assert_eq!(status, 200, "{body}");
+    // Letters of runs that stopped before their redrive go back too.
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("redriven ") && message.ends_with(" from orders.dlq to orders"),
+        "{body}"
+    );
+    assert!(body["records"].as_u64() >= Some(1), "{body}");
+    let order = eventually(Duration::from_secs(90), "the order to complete", || async {
+        let (_, order) = get(&host, &format!("/api/orders/{order_id}")).await;
+        (order["status"] == "COMPLETED").then_some(order)
+    })
+    .await;
+    assert_eq!(order["orderId"], order_id.as_str());
+    let (status, body) = post(&host, redrive, "").await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (
+            200,
+            Some("redriven 0 dead letters from orders.dlq to orders")
+        ),
+        "nothing is sent twice"
+    );
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_kafka_each_checkout_gets_one_payment_result_seen_with_kcat() {
     let bootstrap =
@@ -1693,6 +1765,7 @@ async fn on_kafka_each_checkout_gets_one_payment_result_seen_with_kcat() {
         std::net::TcpStream::connect(first).is_ok(),
         "no Kafka broker at {bootstrap}: start one with `bash scripts/kafka start`"
     );
+    let _alone = SHOP_ON_KAFKA.lock().await;
     let host = TestHost::start(&coolstore_on_kafka(&bootstrap)).await;
     let paid = fresh_id("kafka-paid");
     let refused = fresh_id("kafka-refused");

@@ -326,6 +326,8 @@ impl Deployment {
         }
         for sub in stop {
             let _ = sub.task.await;
+            // Paused or removed, it no longer counts against readiness.
+            self.dispatcher.set_stalled(&sub.settings, None);
             tracing::info!(topic = %sub.settings.topic, plugin = %sub.settings.plugin, "subscription stopped");
         }
     }

@@ -407,7 +407,11 @@ impl Bus for KafkaBus {
                 );
                 problems.set_subscription(&key, Some(error.to_string()));
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    // Stopped (paused, removed): its problem goes with it.
+                    _ = shutdown.cancelled() => {
+                        problems.set_subscription(&key, None);
+                        return;
+                    }
                     _ = tokio::time::sleep(delay) => {}
                 }
                 delay = (delay * 2).min(Duration::from_secs(30));

@@ -354,7 +354,9 @@ impl Dispatcher {
             .clone()
     }
 
-    fn set_stalled(&self, sub: &SubscriptionRuntime, why: Option<String>) {
+    /// Marks `sub` as making no progress (`why`), or as fine again (`None`); a stopped
+    /// subscription is fine: it makes no progress on purpose.
+    pub(crate) fn set_stalled(&self, sub: &SubscriptionRuntime, why: Option<String>) {
         let mut stalled = self.stalled.lock().unwrap_or_else(|e| e.into_inner());
         if why.is_none() && stalled.is_empty() {
             return;
