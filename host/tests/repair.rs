@@ -199,6 +199,14 @@ async fn pause_holds_records_and_resume_delivers_every_one(setup: Setup) {
     );
     assert_eq!(states(&host).await["records"], "paused");
     assert_eq!(states(&host).await["audit"], "running");
+    let plugins: Value = host.get("/admin/plugins").await.json().await.unwrap();
+    let testkit = (plugins["plugins"].as_array().unwrap().iter())
+        .find(|p| p["name"] == "testkit")
+        .unwrap();
+    assert_eq!(
+        testkit["subscriptions"],
+        serde_json::json!([format!("{} (group records), paused", setup.input)])
+    );
     assert_eq!(
         host.get("/readyz").await.status(),
         200,

@@ -43,7 +43,7 @@ pub struct PluginStatus {
     pub source: String,
     /// Its routes, as `METHOD /path`.
     pub routes: Vec<String>,
-    /// Its subscriptions, as `topic (group g)`.
+    /// Its subscriptions, as `topic (group g)`, with `, paused` when an operator paused it.
     pub subscriptions: Vec<String>,
     /// Inputs committed since start.
     pub handled: u64,
@@ -121,6 +121,7 @@ pub async fn status(deployment: &Deployment) -> Vec<PluginStatus> {
     };
     let registry = deployment.dispatcher().registry();
     let errors = deployment.load_errors();
+    let paused = deployment.paused().await;
     config
         .plugins
         .values()
@@ -150,7 +151,15 @@ pub async fn status(deployment: &Deployment) -> Vec<PluginStatus> {
                     .subscriptions
                     .iter()
                     .filter(|s| s.plugin == plugin.name)
-                    .map(|s| format!("{} (group {})", s.topic, s.group))
+                    .map(|s| {
+                        let key = (s.topic.clone(), s.group.clone());
+                        let state = if paused.contains(&key) {
+                            ", paused"
+                        } else {
+                            ""
+                        };
+                        format!("{} (group {}){state}", s.topic, s.group)
+                    })
                     .collect(),
                 handled: count(|s| &s.handled),
                 failed: count(|s| &s.failed),

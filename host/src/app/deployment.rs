@@ -196,6 +196,11 @@ impl Deployment {
         }
     }
 
+    /// The subscriptions an operator paused, as (topic, group).
+    pub async fn paused(&self) -> BTreeSet<(String, String)> {
+        self.applied.lock().await.paused.clone()
+    }
+
     /// Pauses the subscription of `group` on `topic` until [`Deployment::resume`]: its
     /// in-flight records finish and commit, later ones stay for when it resumes. False when
     /// it was paused already.
