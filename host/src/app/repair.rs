@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Deployment;
 use super::deployment::SubscriptionState;
-use crate::bus::{BusError, GroupPosition, Record, TailFrom};
+use crate::bus::{Bus, BusError, GroupPosition, Record, TailFrom};
 use crate::config::{Config, SubscriptionConfig};
 use crate::dispatch::{DLQ_OMITTED_HEADER, ERROR_KINDS};
 use crate::http::ApiError;
@@ -34,6 +34,9 @@ pub const REDRIVE_COUNT_HEADER: &str = "eventhost-redrive-count";
 const DEAD_LETTER_PREFIX: &str = "eventhost-dlq-";
 /// The first of the headers a dead letter adds; the ones after it are the dead letter's too.
 const DEAD_LETTER_FIRST: &str = "eventhost-dlq-reason";
+/// Dead letters read, sent back and recorded as done at a time: a long dead-letter topic is
+/// never held in memory whole, and an interrupted redrive resends at most one batch.
+const REDRIVE_BATCH: i64 = 500;
 
 /// One subscription as `GET /admin/subscriptions` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,13 +189,15 @@ pub async fn resume(
     };
     let message = if deployment.resume(&sub.topic, &sub.group).await {
         format!(
-            "resumed {}: {} records waiting on {}",
-            query.subscription, waiting, sub.topic
+            "resumed {}: {waiting} record{} waiting on {}",
+            query.subscription,
+            plural(waiting as u64),
+            sub.topic
         )
     } else {
         format!("{} was not paused", query.subscription)
     };
-    report(message, &query.subscription, 0, Vec::new())
+    report(message, &query.subscription, waiting as u64, Vec::new())
 }
 
 /// `POST /admin/replay?subscription=NAME&from=offset:N|time:MS`.
@@ -406,7 +411,7 @@ struct SentBack {
 /// redriven ones, failing again) wait for the next redrive, so a redrive always ends.
 ///
 /// Progress is the committed position of group `<group>.redrive` on the dead-letter topic,
-/// moved past each partition's letters once they are sent: a second redrive does not send
+/// moved past each batch of letters once it is sent: a second redrive does not send
 /// them again. Letters of other subscriptions sharing the topic are passed over (they have
 /// their own progress); so are letters the kind filter leaves out, for good.
 async fn send_back(
@@ -423,49 +428,55 @@ async fn send_back(
         left_out: 0,
     };
     for position in positions {
-        let from = position
-            .committed
-            .unwrap_or(position.start)
-            .max(position.start);
-        if from >= position.end {
-            continue;
+        let mut from = (position.committed.unwrap_or(position.start)).max(position.start);
+        while from < position.end {
+            let until = (from + REDRIVE_BATCH).min(position.end);
+            let letters = bus
+                .read(&sub.dead_letter, position.partition, from, until)
+                .await?;
+            send_batch(bus.as_ref(), sub, kind, &letters, &mut done).await?;
+            let next = vec![(position.partition, until)];
+            bus.set_positions(&sub.dead_letter, &progress, next).await?;
+            from = until;
         }
-        let letters = bus
-            .read(&sub.dead_letter, position.partition, from, position.end)
-            .await?;
-        let mut messages = Vec::new();
-        for letter in &letters {
-            if header(letter, "eventhost-dlq-group") != Some(sub.group.as_str())
-                || header(letter, "eventhost-dlq-topic") != Some(sub.topic.as_str())
-            {
-                continue;
-            }
-            if header(letter, DLQ_OMITTED_HEADER).is_some() {
-                done.skipped.push(format!(
-                    "{}/{}@{}",
-                    letter.topic, letter.partition, letter.offset
-                ));
-                continue;
-            }
-            if kind.is_some_and(|kind| header(letter, "eventhost-dlq-kind") != Some(kind)) {
-                done.left_out += 1;
-                continue;
-            }
-            messages.push(original(letter, &sub.topic));
-        }
-        let count = messages.len() as u64;
-        if !messages.is_empty() {
-            bus.publish(messages).await?;
-        }
-        bus.set_positions(
-            &sub.dead_letter,
-            &progress,
-            vec![(position.partition, position.end)],
-        )
-        .await?;
-        done.redriven += count;
     }
     Ok(done)
+}
+
+/// Sends back the letters of one batch that belong to `sub` (and are of `kind`, if given).
+async fn send_batch(
+    bus: &dyn Bus,
+    sub: &SubscriptionConfig,
+    kind: Option<&str>,
+    letters: &[Record],
+    done: &mut SentBack,
+) -> Result<(), BusError> {
+    let mut messages = Vec::new();
+    for letter in letters {
+        if header(letter, "eventhost-dlq-group") != Some(sub.group.as_str())
+            || header(letter, "eventhost-dlq-topic") != Some(sub.topic.as_str())
+        {
+            continue;
+        }
+        if header(letter, DLQ_OMITTED_HEADER).is_some() {
+            done.skipped.push(format!(
+                "{}/{}@{}",
+                letter.topic, letter.partition, letter.offset
+            ));
+            continue;
+        }
+        if kind.is_some_and(|kind| header(letter, "eventhost-dlq-kind") != Some(kind)) {
+            done.left_out += 1;
+            continue;
+        }
+        messages.push(original(letter, &sub.topic));
+    }
+    let count = messages.len() as u64;
+    if count > 0 {
+        bus.publish(messages).await?;
+    }
+    done.redriven += count;
+    Ok(())
 }
 
 /// The record a dead letter came from, for `topic`: its key, value and headers, without the
