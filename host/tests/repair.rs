@@ -247,17 +247,22 @@ async fn pause_holds_records_and_resume_delivers_every_one(setup: Setup) {
     host.stop().await;
 }
 
-async fn replay_redelivers_exactly_the_records_after_the_offset(setup: Setup) {
+async fn replay_redelivers_exactly_the_records_from_an_offset_or_a_time(setup: Setup) {
     let host = TestHost::start(&setup.config()).await;
     let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
     // On the embedded bus records are kept while a group still needs them: the paused audit
     // keeps them here (Kafka keeps them by retention alone).
     let (status, _) = admin(&host, "pause", "subscription=audit").await;
     assert_eq!(status, 200);
-    let messages = (0..10)
-        .map(|i| setup.message(&format!("record:r{i}")))
-        .collect();
-    host.bus().publish(messages).await.unwrap();
+    let (input, _stop_input) = collect(&host.bus(), &setup.input, "observer");
+    // Two batches, apart in time, for the replay by time.
+    for batch in [0..5, 5..10] {
+        let messages = batch
+            .map(|i| setup.message(&format!("record:r{i}")))
+            .collect();
+        host.bus().publish(messages).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let first: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
     assert_eq!(until_values("ten records", &out, 10).await, first);
     // Wait for the commit of the tenth, so the replay knows how far the group was.
@@ -292,6 +297,37 @@ async fn replay_redelivers_exactly_the_records_after_the_offset(setup: Setup) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(values(&out).len(), 16, "and nothing more");
     assert_eq!(states(&host).await["records"], "running");
+
+    // From the time the second batch was published: r5 to r9 once more.
+    let published = eventually(WAIT, "the input records", || async {
+        let input = input.lock().unwrap();
+        (input.iter())
+            .find(|r| r.value == b"record:r5")
+            .and_then(|r| r.timestamp_ms)
+    })
+    .await;
+    let (status, report) = admin(
+        &host,
+        "replay",
+        &format!("subscription=records&from=time:{published}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    let message = report["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("replayed records from time ")
+            && message.ends_with(": 1 partition rewound, 5 records to re-deliver"),
+        "{report}"
+    );
+    let seen = until_values("the records replayed by time", &out, 21).await;
+    let again: Vec<String> = (5..10).map(|i| format!("r{i}")).collect();
+    assert_eq!(
+        seen[16..],
+        again[..],
+        "exactly the records from that time on"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(values(&out).len(), 21, "and nothing more");
 
     let (ok, _, stderr) = cli(&host, &["replay", "nobody", "--offset", "0"]);
     assert!(!ok);
@@ -404,6 +440,6 @@ macro_rules! on_both_buses {
 
 on_both_buses!(
     pause_holds_records_and_resume_delivers_every_one,
-    replay_redelivers_exactly_the_records_after_the_offset,
+    replay_redelivers_exactly_the_records_from_an_offset_or_a_time,
     redrive_sends_a_subscriptions_dead_letters_back_once,
 );
