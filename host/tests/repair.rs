@@ -21,6 +21,10 @@ struct Setup {
     input: String,
     output: String,
     audit: String,
+    /// The consumer group of the testkit's subscription, also its name.
+    group: String,
+    /// The consumer group of the audit's subscription, also its name.
+    audit_group: String,
 }
 
 impl Setup {
@@ -30,6 +34,8 @@ impl Setup {
             input: "in".into(),
             output: "out".into(),
             audit: "audit-out".into(),
+            group: "records".into(),
+            audit_group: "audit".into(),
         }
     }
 
@@ -47,6 +53,9 @@ impl Setup {
             input: format!("in-{suffix}"),
             output: format!("out-{suffix}"),
             audit: format!("audit-{suffix}"),
+            // Groups too: a broker commits offsets for a group only while it has no member.
+            group: format!("records-{suffix}"),
+            audit_group: format!("audit-{suffix}"),
         }
     }
 
@@ -55,14 +64,16 @@ impl Setup {
     }
 
     /// One input topic of one partition (so offsets are plain to count), consumed by two
-    /// subscriptions of the testkit plugin: `records` forwards to the output topic, `audit`
-    /// (the same code under another name) to the audit topic.
+    /// subscriptions of the testkit plugin: group `records` forwards to the output topic,
+    /// group `audit` (the same code under another name) to the audit topic.
     fn config(&self) -> String {
         let Setup {
             bus,
             input,
             output,
             audit,
+            group,
+            audit_group,
         } = self;
         let testkit = common::plugin_wasm("testkit");
         format!(
@@ -91,13 +102,13 @@ config = {{ forward_to = "{audit}" }}
 [[subscription]]
 topic = "{input}"
 plugin = "testkit"
-group = "records"
+group = "{group}"
 retry = {{ attempts = 2, backoff_ms = 10 }}
 
 [[subscription]]
 topic = "{input}"
 plugin = "audit"
-group = "audit"
+group = "{audit_group}"
 retry = {{ attempts = 2, backoff_ms = 10 }}
 "#
         )
@@ -188,24 +199,24 @@ async fn pause_holds_records_and_resume_delivers_every_one(setup: Setup) {
         .unwrap();
     until_values("the first record", &out, 1).await;
 
-    let (status, report) = admin(&host, "pause", "subscription=records").await;
+    let (status, report) = admin(&host, "pause", &format!("subscription={}", setup.group)).await;
     assert_eq!(status, 200, "{report}");
     assert!(
         report["message"]
             .as_str()
             .unwrap()
-            .starts_with("paused records"),
+            .starts_with(&format!("paused {}", setup.group)),
         "{report}"
     );
-    assert_eq!(states(&host).await["records"], "paused");
-    assert_eq!(states(&host).await["audit"], "running");
+    assert_eq!(states(&host).await[&setup.group], "paused");
+    assert_eq!(states(&host).await[&setup.audit_group], "running");
     let plugins: Value = host.get("/admin/plugins").await.json().await.unwrap();
     let testkit = (plugins["plugins"].as_array().unwrap().iter())
         .find(|p| p["name"] == "testkit")
         .unwrap();
     assert_eq!(
         testkit["subscriptions"],
-        serde_json::json!([format!("{} (group records), paused", setup.input)])
+        serde_json::json!([format!("{} (group {}), paused", setup.input, setup.group)])
     );
     assert_eq!(
         host.get("/readyz").await.status(),
@@ -225,24 +236,30 @@ async fn pause_holds_records_and_resume_delivers_every_one(setup: Setup) {
     // A reload keeps it paused.
     let config = common::test_config(host.dir.path(), &setup.config());
     host.host().deployment().apply(config).await;
-    assert_eq!(states(&host).await["records"], "paused");
+    assert_eq!(states(&host).await[&setup.group], "paused");
 
-    let (status, report) = admin(&host, "resume", "subscription=records").await;
+    let (status, report) = admin(&host, "resume", &format!("subscription={}", setup.group)).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(
         report["message"],
-        "resumed records: 3 records waiting on ".to_string() + &setup.input
+        format!(
+            "resumed {}: 3 records waiting on {}",
+            setup.group, setup.input
+        )
     );
     let seen = until_values("the held records", &out, 4).await;
     assert_eq!(seen, ["r0", "r1", "r2", "r3"], "nothing lost, in order");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(values(&out).len(), 4, "nothing twice");
-    assert_eq!(states(&host).await["records"], "running");
+    assert_eq!(states(&host).await[&setup.group], "running");
 
-    let (status, report) = admin(&host, "resume", "subscription=records").await;
+    let (status, report) = admin(&host, "resume", &format!("subscription={}", setup.group)).await;
     assert_eq!(
         (status, report["message"].as_str()),
-        (200, Some("records was not paused"))
+        (
+            200,
+            Some(format!("{} was not paused", setup.group).as_str())
+        )
     );
     host.stop().await;
 }
@@ -252,7 +269,12 @@ async fn replay_redelivers_exactly_the_records_from_an_offset_or_a_time(setup: S
     let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
     // On the embedded bus records are kept while a group still needs them: the paused audit
     // keeps them here (Kafka keeps them by retention alone).
-    let (status, _) = admin(&host, "pause", "subscription=audit").await;
+    let (status, _) = admin(
+        &host,
+        "pause",
+        &format!("subscription={}", setup.audit_group),
+    )
+    .await;
     assert_eq!(status, 200);
     let (input, _stop_input) = collect(&host.bus(), &setup.input, "observer");
     // Two batches, apart in time, for the replay by time.
@@ -267,16 +289,23 @@ async fn replay_redelivers_exactly_the_records_from_an_offset_or_a_time(setup: S
     assert_eq!(until_values("ten records", &out, 10).await, first);
     // Wait for the commit of the tenth, so the replay knows how far the group was.
     eventually(WAIT, "the group to commit all ten", || async {
-        let positions = host.bus().positions(&setup.input, "records").await.ok()?;
+        let positions = host
+            .bus()
+            .positions(&setup.input, &setup.group)
+            .await
+            .ok()?;
         (positions[0].committed == Some(10)).then_some(())
     })
     .await;
 
-    let (ok, stdout, stderr) = cli(&host, &["replay", "records", "--offset", "4"]);
+    let (ok, stdout, stderr) = cli(&host, &["replay", &setup.group, "--offset", "4"]);
     assert!(ok, "{stdout}{stderr}");
     assert_eq!(
         stdout.trim(),
-        "replayed records from offset 4: 1 partition rewound, 6 records to re-deliver"
+        format!(
+            "replayed {} from offset 4: 1 partition rewound, 6 records to re-deliver",
+            setup.group
+        )
     );
     let seen = until_values("the replayed records", &out, 16).await;
     let again: Vec<String> = (4..10).map(|i| format!("r{i}")).collect();
@@ -296,7 +325,7 @@ async fn replay_redelivers_exactly_the_records_from_an_offset_or_a_time(setup: S
     assert_eq!(replayed, [4, 5, 6, 7, 8, 9], "the inputs at those offsets");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(values(&out).len(), 16, "and nothing more");
-    assert_eq!(states(&host).await["records"], "running");
+    assert_eq!(states(&host).await[&setup.group], "running");
 
     // From the time the second batch was published: r5 to r9 once more.
     let published = eventually(WAIT, "the input records", || async {
@@ -309,13 +338,13 @@ async fn replay_redelivers_exactly_the_records_from_an_offset_or_a_time(setup: S
     let (status, report) = admin(
         &host,
         "replay",
-        &format!("subscription=records&from=time:{published}"),
+        &format!("subscription={}&from=time:{published}", setup.group),
     )
     .await;
     assert_eq!(status, 200, "{report}");
     let message = report["message"].as_str().unwrap();
     assert!(
-        message.starts_with("replayed records from time ")
+        message.starts_with(&format!("replayed {} from time ", setup.group))
             && message.ends_with(": 1 partition rewound, 5 records to re-deliver"),
         "{report}"
     );
@@ -333,7 +362,7 @@ async fn replay_redelivers_exactly_the_records_from_an_offset_or_a_time(setup: S
     assert!(!ok);
     assert!(
         stderr.contains("no subscription is named \"nobody\"")
-            && stderr.contains("known: records, audit"),
+            && stderr.contains(&format!("known: {}, {}", setup.group, setup.audit_group)),
         "{stderr}"
     );
     host.stop().await;
@@ -372,16 +401,21 @@ async fn redrive_sends_a_subscriptions_dead_letters_back_once(setup: Setup) {
     let omitted = [("eventhost-dlq-omitted", "value and headers omitted")];
     host.bus()
         .publish(vec![
-            letter("record:x1", "records", "timeout", &[]),
-            letter("record:x2", "records", "trap", &[]),
-            letter("", "records", "timeout", &omitted),
-            letter("record:other", "audit", "timeout", &[]),
-            letter("record:x3", "records", "timeout", &[]),
+            letter("record:x1", &setup.group, "timeout", &[]),
+            letter("record:x2", &setup.group, "trap", &[]),
+            letter("", &setup.group, "timeout", &omitted),
+            letter("record:other", &setup.audit_group, "timeout", &[]),
+            letter("record:x3", &setup.group, "timeout", &[]),
         ])
         .await
         .unwrap();
 
-    let (status, report) = admin(&host, "redrive", "subscription=records&kind=timeout").await;
+    let (status, report) = admin(
+        &host,
+        "redrive",
+        &format!("subscription={}&kind=timeout", setup.group),
+    )
+    .await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(
         report["message"],
@@ -410,7 +444,7 @@ async fn redrive_sends_a_subscriptions_dead_letters_back_once(setup: Setup) {
         assert_eq!(record.key.as_deref(), Some(b"k".as_slice()));
     }
 
-    let (ok, stdout, stderr) = cli(&host, &["dlq", "redrive", "records"]);
+    let (ok, stdout, stderr) = cli(&host, &["dlq", "redrive", &setup.group]);
     assert!(ok, "{stdout}{stderr}");
     assert_eq!(
         stdout.trim(),
@@ -420,7 +454,12 @@ async fn redrive_sends_a_subscriptions_dead_letters_back_once(setup: Setup) {
         ),
         "a second redrive sends nothing again"
     );
-    let (status, report) = admin(&host, "redrive", "subscription=records&kind=nonsense").await;
+    let (status, report) = admin(
+        &host,
+        "redrive",
+        &format!("subscription={}&kind=nonsense", setup.group),
+    )
+    .await;
     assert_eq!(status, 400, "{report}");
     host.stop().await;
 }
