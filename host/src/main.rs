@@ -84,6 +84,44 @@ enum Command {
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
     },
+    /// Pauses SUBSCRIPTION on the host running with CONFIG: its in-flight records finish, the
+    /// next ones wait (uncommitted) until `resume`. SUBSCRIPTION is its group, or GROUP/TOPIC.
+    Pause {
+        /// The subscription: its consumer group, or GROUP/TOPIC.
+        subscription: String,
+        /// The eventhost.toml file of the running host.
+        #[arg(long, default_value = "eventhost.toml")]
+        config: PathBuf,
+    },
+    /// Resumes a paused SUBSCRIPTION from its committed offsets.
+    Resume {
+        /// The subscription: its consumer group, or GROUP/TOPIC.
+        subscription: String,
+        /// The eventhost.toml file of the running host.
+        #[arg(long, default_value = "eventhost.toml")]
+        config: PathBuf,
+    },
+    /// Rewinds SUBSCRIPTION's consumer group to a time or an offset on every partition: the
+    /// host stops the subscription, moves its offsets and starts it again.
+    #[command(group(clap::ArgGroup::new("start").required(true)))]
+    Replay {
+        /// The subscription: its consumer group, or GROUP/TOPIC.
+        subscription: String,
+        /// The eventhost.toml file of the running host.
+        #[arg(long, default_value = "eventhost.toml")]
+        config: PathBuf,
+        /// From the first record published at or after TIME (RFC 3339, or ago: `10m`).
+        #[arg(long, group = "start")]
+        from: Option<String>,
+        /// From this offset in every partition.
+        #[arg(long, group = "start")]
+        offset: Option<i64>,
+    },
+    /// Dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Runs contract cases (TOML files, or folders of them) against PLUGIN through the host's
     /// runtime; prints a diff for each failed case and exits 0 only when every case passes.
     Test {
@@ -104,6 +142,24 @@ enum Command {
         /// Where to create the folder.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Sends SUBSCRIPTION's dead letters back to its topic (original key, value and headers,
+    /// plus eventhost-redrive-count), up to the end of the dead-letter topic as it is now.
+    /// Each letter is sent once: a second redrive goes on where the first stopped.
+    Redrive {
+        /// The subscription: its consumer group, or GROUP/TOPIC.
+        subscription: String,
+        /// Only dead letters of this kind (eventhost-dlq-kind: timeout, trap, invalid, ...);
+        /// the others are passed over for good.
+        #[arg(long)]
+        kind: Option<String>,
+        /// The eventhost.toml file of the running host.
+        #[arg(long, default_value = "eventhost.toml")]
+        config: PathBuf,
     },
 }
 
@@ -157,6 +213,42 @@ fn main() -> ExitCode {
                     }
                 };
                 tail_topic(config, topic, from, count).await
+            }
+            Command::Pause {
+                subscription,
+                config,
+            } => repair(config, "pause", vec![("subscription", subscription)]).await,
+            Command::Resume {
+                subscription,
+                config,
+            } => repair(config, "resume", vec![("subscription", subscription)]).await,
+            Command::Replay {
+                subscription,
+                config,
+                from,
+                offset,
+            } => {
+                let from = match tail::start(false, from.as_deref(), offset) {
+                    Ok(from) => tail::query_value(from),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                };
+                let query = vec![("subscription", subscription), ("from", from)];
+                repair(config, "replay", query).await
+            }
+            Command::Dlq {
+                command:
+                    DlqCommand::Redrive {
+                        subscription,
+                        kind,
+                        config,
+                    },
+            } => {
+                let mut query = vec![("subscription", subscription)];
+                query.extend(kind.map(|kind| ("kind", kind)));
+                repair(config, "redrive", query).await
             }
             Command::Test { plugin, cases } => test(plugin, cases).await,
             Command::New { lang, name, dir } => new(lang, &name, &dir),
@@ -281,6 +373,31 @@ async fn plugins(path: PathBuf, addr: Option<std::net::SocketAddr>) -> ExitCode 
         }
         Err(e) => {
             eprintln!("error: cannot ask the host at {addr}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Asks the host running with the config at `path` to do a repair, and prints its report.
+async fn repair(path: PathBuf, action: &str, query: Vec<(&str, String)>) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let addr = config.server.admin_listen.unwrap_or(config.server.listen);
+    let token =
+        (config.server.admin_token).or_else(|| std::env::var(eventhost::app::ADMIN_TOKEN_ENV).ok());
+    let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    match eventhost::app::repair::call(addr, token.as_deref(), action, &query).await {
+        Ok(report) => {
+            println!("{}", report.message);
+            for letter in &report.skipped {
+                println!("  skipped {letter}: it holds only a reference to the original");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {action} through the host at {addr}: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -52,6 +52,48 @@ fn coolstore_with_payment_delay(ms: i64) -> String {
     to_toml(&table)
 }
 
+/// The coolstore whose card processing takes `delay_ms` against a payment timeout of 300 ms,
+/// with two attempts per order: a slow payment service dead-letters its orders quickly.
+fn coolstore_with_payment_timeout(delay_ms: i64) -> String {
+    with_payment_timeout(&coolstore(), delay_ms)
+}
+
+/// `shop` with card processing taking `delay_ms` against a payment timeout of 300 ms, and two
+/// attempts per order.
+fn with_payment_timeout(shop: &str, delay_ms: i64) -> String {
+    let mut table: toml::Table = shop.parse().expect("TOML");
+    let payment = table
+        .get_mut("plugin")
+        .and_then(|p| p.get_mut("payment"))
+        .and_then(toml::Value::as_table_mut)
+        .expect("[plugin.payment]");
+    payment
+        .entry("config")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .expect("[plugin.payment] config")
+        .insert("processing_delay_ms".into(), delay_ms.into());
+    payment.insert(
+        "limits".into(),
+        toml::Value::Table(toml::toml! { memory_mib = 32
+        timeout_ms = 300 }),
+    );
+    let subscriptions = table
+        .get_mut("subscription")
+        .and_then(toml::Value::as_array_mut)
+        .expect("[[subscription]]");
+    for sub in subscriptions {
+        if sub["plugin"].as_str() == Some("payment") {
+            sub.as_table_mut().expect("a table").insert(
+                "retry".into(),
+                toml::Value::Table(toml::toml! { attempts = 2
+                backoff_ms = 10 }),
+            );
+        }
+    }
+    to_toml(&table)
+}
+
 /// The coolstore without the payment service's subscription: the order service alone, so a
 /// test decides which payments it sees.
 fn order_service_alone() -> String {
@@ -1308,6 +1350,66 @@ async fn the_labs_payment_command_works_against_the_shops_address() {
     assert_error(&get(&host, "/api/payment").await, 405, "POST");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_redriven_after_a_fix_ends_completed() {
+    // The payment service is deployed too slow for its timeout: the order is dead-lettered.
+    let host = TestHost::start(&coolstore_with_payment_timeout(2000)).await;
+    let (dead, _stop) = collect(&host.bus(), "orders.dlq", "observer");
+    let (orders, _stop_orders) = collect(&host.bus(), "orders", "observer");
+    let order_id = fresh_id("redriven");
+    buy(&host, "c-redrive", &order_id, VALID_CARD).await;
+    let letter = eventually(WAIT, "the order to be dead-lettered", || async {
+        keyed(&dead, &order_id)
+            .into_iter()
+            .find(|r| header(r, "eventhost-dlq-group").as_deref() == Some("payment-service"))
+    })
+    .await;
+    assert_eq!(
+        header(&letter, "eventhost-dlq-kind").as_deref(),
+        Some("timeout")
+    );
+    let (_, order) = get(&host, &format!("/api/orders/{order_id}")).await;
+    assert_eq!(order["status"], "PROCESSING", "{order}");
+
+    // The fix is deployed, then the dead letter goes back.
+    let fixed = common::test_config(host.dir.path(), &coolstore_with_payment_timeout(0));
+    let report = host.host().deployment().apply(fixed).await;
+    assert!(
+        report.loaded.iter().any(|p| p.starts_with("payment@")),
+        "{report:?}"
+    );
+    let (status, body) = post(&host, "/admin/redrive?subscription=payment-service", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["message"],
+        "redriven 1 dead letter from orders.dlq to orders"
+    );
+    assert_eq!(final_order(&host, &order_id).await["status"], "COMPLETED");
+
+    // It went back as it was, counted once, without the dead letter's headers.
+    let sent = keyed(&orders, &order_id);
+    assert_eq!(sent.len(), 2, "the checkout's order and the redriven one");
+    assert_eq!(sent[1].value, sent[0].value);
+    assert_eq!(
+        header(&sent[1], "eventhost-redrive-count").as_deref(),
+        Some("1")
+    );
+    let without_count: Vec<_> = (sent[1].headers.iter())
+        .filter(|(name, _)| name != "eventhost-redrive-count")
+        .collect();
+    assert_eq!(without_count, sent[0].headers.iter().collect::<Vec<_>>());
+
+    let (status, body) = post(&host, "/admin/redrive?subscription=payment-service", "").await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (
+            200,
+            Some("redriven 0 dead letters from orders.dlq to orders")
+        ),
+        "nothing is sent twice"
+    );
+}
+
 // ---- order ---------------------------------------------------------------------------------
 
 /// The workshop's order service also stores posted orders (`POST /api/orders`, answered with
@@ -1696,6 +1798,68 @@ fn kcat_payments(bootstrap: &str) -> Vec<KcatRecord> {
         .collect()
 }
 
+/// Held by each test that runs the shop on Kafka: they share its consumer groups, and a host
+/// keeps its orders in its own store, so two at once would take each other's orders.
+static SHOP_ON_KAFKA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Dead letters of `plugin` from `topic`, from `/metrics`.
+async fn dead_letters(host: &TestHost, plugin: &str, topic: &str) -> u64 {
+    let text = host.get("/metrics").await.text().await.expect("metrics");
+    let series = format!("eventhost_dead_letters_total{{plugin=\"{plugin}\",source=\"{topic}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_a_dead_letter_redriven_after_a_fix_ends_completed() {
+    let bootstrap =
+        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let shop = coolstore_on_kafka(&bootstrap);
+    let _alone = SHOP_ON_KAFKA.lock().await;
+    let host = TestHost::start(&with_payment_timeout(&shop, 2000)).await;
+    let order_id = fresh_id("kafka-redriven");
+    buy(&host, &format!("cart-{order_id}"), &order_id, VALID_CARD).await;
+    eventually(
+        Duration::from_secs(90),
+        "the order to be dead-lettered",
+        || async { (dead_letters(&host, "payment", "orders").await >= 1).then_some(()) },
+    )
+    .await;
+    let (_, order) = get(&host, &format!("/api/orders/{order_id}")).await;
+    assert_eq!(order["status"], "PROCESSING", "{order}");
+
+    let fixed = common::test_config(host.dir.path(), &with_payment_timeout(&shop, 0));
+    let report = host.host().deployment().apply(fixed).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    let redrive = "/admin/redrive?subscription=coolstore-test-payment-service";
+    let (status, body) = post(&host, redrive, "").await;
+    assert_eq!(status, 200, "{body}");
+    // Letters of runs that stopped before their redrive go back too.
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("redriven ") && message.ends_with(" from orders.dlq to orders"),
+        "{body}"
+    );
+    assert!(body["records"].as_u64() >= Some(1), "{body}");
+    let order = eventually(Duration::from_secs(90), "the order to complete", || async {
+        let (_, order) = get(&host, &format!("/api/orders/{order_id}")).await;
+        (order["status"] == "COMPLETED").then_some(order)
+    })
+    .await;
+    assert_eq!(order["orderId"], order_id.as_str());
+    let (status, body) = post(&host, redrive, "").await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (
+            200,
+            Some("redriven 0 dead letters from orders.dlq to orders")
+        ),
+        "nothing is sent twice"
+    );
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_kafka_each_checkout_gets_one_payment_result_seen_with_kcat() {
     let bootstrap =
@@ -1705,6 +1869,7 @@ async fn on_kafka_each_checkout_gets_one_payment_result_seen_with_kcat() {
         std::net::TcpStream::connect(first).is_ok(),
         "no Kafka broker at {bootstrap}: start one with `bash scripts/kafka start`"
     );
+    let _alone = SHOP_ON_KAFKA.lock().await;
     let host = TestHost::start(&coolstore_on_kafka(&bootstrap)).await;
     let paid = fresh_id("kafka-paid");
     let refused = fresh_id("kafka-refused");

@@ -1,6 +1,8 @@
 //! Admin routes: `GET /admin/plugins` lists what is deployed and how it is doing;
 //! `GET /metrics` gives the host's metrics in Prometheus text format; `GET /admin/tail` streams
-//! a topic's records (for `eventhost tail` on the embedded bus).
+//! a topic's records (for `eventhost tail` on the embedded bus); `GET /admin/subscriptions`
+//! and `POST /admin/{pause,resume,replay,redrive}?subscription=NAME` show and repair
+//! subscriptions (see `repair`).
 //!
 //! They show paths and internal errors, so they are private: a caller on a loopback address
 //! is let in; anyone else must send the configured token as `Authorization: Bearer ..`, and
@@ -14,7 +16,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
@@ -41,7 +43,7 @@ pub struct PluginStatus {
     pub source: String,
     /// Its routes, as `METHOD /path`.
     pub routes: Vec<String>,
-    /// Its subscriptions, as `topic (group g)`.
+    /// Its subscriptions, as `topic (group g)`, with `, paused` when an operator paused it.
     pub subscriptions: Vec<String>,
     /// Inputs committed since start.
     pub handled: u64,
@@ -57,6 +59,11 @@ pub fn router(deployment: Arc<Deployment>, access: AdminAccess) -> Router {
         .route("/admin/plugins", get(plugins))
         .route("/metrics", get(metrics))
         .route("/admin/tail", get(super::tail::route))
+        .route("/admin/subscriptions", get(super::repair::list))
+        .route("/admin/pause", post(super::repair::pause))
+        .route("/admin/resume", post(super::repair::resume))
+        .route("/admin/replay", post(super::repair::replay))
+        .route("/admin/redrive", post(super::repair::redrive))
         .route_layer(middleware::from_fn_with_state(access, require_access))
         .with_state(deployment)
 }
@@ -114,6 +121,7 @@ pub async fn status(deployment: &Deployment) -> Vec<PluginStatus> {
     };
     let registry = deployment.dispatcher().registry();
     let errors = deployment.load_errors();
+    let paused = deployment.paused().await;
     config
         .plugins
         .values()
@@ -143,7 +151,15 @@ pub async fn status(deployment: &Deployment) -> Vec<PluginStatus> {
                     .subscriptions
                     .iter()
                     .filter(|s| s.plugin == plugin.name)
-                    .map(|s| format!("{} (group {})", s.topic, s.group))
+                    .map(|s| {
+                        let key = (s.topic.clone(), s.group.clone());
+                        let state = if paused.contains(&key) {
+                            ", paused"
+                        } else {
+                            ""
+                        };
+                        format!("{} (group {}){state}", s.topic, s.group)
+                    })
                     .collect(),
                 handled: count(|s| &s.handled),
                 failed: count(|s| &s.failed),

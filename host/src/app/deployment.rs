@@ -6,8 +6,11 @@
 //! keeps its previous version. Routes and subscriptions follow the plugins that are loaded.
 //! Subscriptions whose settings did not change keep running (and keep their partitions);
 //! removed ones are stopped after their in-flight inputs commit.
+//!
+//! An operator may pause a subscription: it is stopped the same way and stays stopped, across
+//! reloads, until resumed. Repairs that move a group's offsets run while it is stopped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
@@ -43,6 +46,20 @@ struct Applied {
     subscriptions: Vec<RunningSubscription>,
     /// Set once the host started; until then subscriptions are only planned.
     shutdown: Option<CancellationToken>,
+    /// Subscriptions an operator paused, as (topic, group).
+    paused: BTreeSet<(String, String)>,
+}
+
+/// Whether a configured subscription consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriptionState {
+    /// It consumes.
+    Running,
+    /// An operator paused it.
+    Paused,
+    /// It does not consume: the host has not started, or its plugin is not loaded.
+    Stopped,
 }
 
 /// See the module docs.
@@ -52,6 +69,8 @@ pub struct Deployment {
     http: Arc<HttpState>,
     applied: tokio::sync::Mutex<Applied>,
     load_errors: Mutex<BTreeMap<String, String>>,
+    /// Held by a repair that reads and moves offsets, so two never interleave.
+    pub(super) repairing: tokio::sync::Mutex<()>,
 }
 
 impl Deployment {
@@ -66,6 +85,7 @@ impl Deployment {
             http,
             applied: Default::default(),
             load_errors: Default::default(),
+            repairing: Default::default(),
         }
     }
 
@@ -161,6 +181,79 @@ impl Deployment {
         report
     }
 
+    /// The state of the subscription of `group` on `topic`.
+    pub async fn subscription_state(&self, topic: &str, group: &str) -> SubscriptionState {
+        let applied = self.applied.lock().await;
+        let key = (topic.to_string(), group.to_string());
+        if applied.paused.contains(&key) {
+            SubscriptionState::Paused
+        } else if (applied.subscriptions.iter())
+            .any(|s| s.settings.topic == topic && s.settings.group == group)
+        {
+            SubscriptionState::Running
+        } else {
+            SubscriptionState::Stopped
+        }
+    }
+
+    /// The subscriptions an operator paused, as (topic, group).
+    pub async fn paused(&self) -> BTreeSet<(String, String)> {
+        self.applied.lock().await.paused.clone()
+    }
+
+    /// Pauses the subscription of `group` on `topic` until [`Deployment::resume`]: its
+    /// in-flight records finish and commit, later ones stay for when it resumes. False when
+    /// it was paused already.
+    pub async fn pause(&self, topic: &str, group: &str) -> bool {
+        let mut applied = self.applied.lock().await;
+        if !applied
+            .paused
+            .insert((topic.to_string(), group.to_string()))
+        {
+            return false;
+        }
+        self.stop_subscriptions(&mut applied, |s| s.topic == topic && s.group == group)
+            .await;
+        tracing::info!(topic, group, "subscription paused");
+        true
+    }
+
+    /// Resumes a paused subscription from its committed offsets. False when it was not paused.
+    pub async fn resume(&self, topic: &str, group: &str) -> bool {
+        let mut applied = self.applied.lock().await;
+        if !applied
+            .paused
+            .remove(&(topic.to_string(), group.to_string()))
+        {
+            return false;
+        }
+        self.sync_subscriptions(&mut applied).await;
+        tracing::info!(topic, group, "subscription resumed");
+        true
+    }
+
+    /// Runs `work` while the subscription of `group` on `topic` is stopped (its in-flight
+    /// records finished), then starts it again unless it was paused before. Reloads wait
+    /// meanwhile, so nothing restarts it halfway.
+    pub async fn while_stopped<T>(
+        &self,
+        topic: &str,
+        group: &str,
+        work: impl Future<Output = T>,
+    ) -> T {
+        let mut applied = self.applied.lock().await;
+        let key = (topic.to_string(), group.to_string());
+        let was_paused = !applied.paused.insert(key.clone());
+        self.stop_subscriptions(&mut applied, |s| s.topic == topic && s.group == group)
+            .await;
+        let out = work.await;
+        if !was_paused {
+            applied.paused.remove(&key);
+            self.sync_subscriptions(&mut applied).await;
+        }
+        out
+    }
+
     /// Starts the planned subscriptions; later applies start and stop them as needed.
     pub async fn start(&self, shutdown: CancellationToken) {
         let mut applied = self.applied.lock().await;
@@ -188,6 +281,7 @@ impl Deployment {
             .iter()
             .flat_map(|c| c.subscriptions.iter())
             .filter(|s| registry.get(&s.plugin).is_some_and(|p| p.exports().message))
+            .filter(|s| !applied.paused.contains(&(s.topic.clone(), s.group.clone())))
             .map(subscription_runtime)
             .collect();
         self.stop_subscriptions(applied, |s| !wanted.contains(s))
@@ -237,6 +331,8 @@ impl Deployment {
         }
         for sub in stop {
             let _ = sub.task.await;
+            // Paused or removed, it no longer counts against readiness.
+            self.dispatcher.set_stalled(&sub.settings, None);
             tracing::info!(topic = %sub.settings.topic, plugin = %sub.settings.plugin, "subscription stopped");
         }
     }

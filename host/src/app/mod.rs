@@ -4,6 +4,7 @@ pub mod admin;
 pub mod admin_client;
 mod deployment;
 pub mod readiness;
+pub mod repair;
 pub mod tail;
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use anyhow::{Context as _, bail};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use deployment::{ApplyReport, Deployment, subscription_runtime};
+pub use deployment::{ApplyReport, Deployment, SubscriptionState, subscription_runtime};
 
 use crate::bus::{Bus, EmbeddedBus, KafkaBus, KafkaSettings, TopicSpec};
 use crate::config::{BusConfig, Config, PluginConfig};
@@ -272,11 +273,16 @@ fn topic_specs(config: &Config) -> Vec<TopicSpec> {
             partitions: t.partitions,
             replication: t.replication,
             retention: t.retention,
-            groups: config
-                .subscriptions
-                .iter()
+            // A dead-letter topic is read by the redrive of each subscription that writes to
+            // it: the embedded bus keeps the letters for it until they are redriven.
+            groups: (config.subscriptions.iter())
                 .filter(|s| s.topic == t.name)
                 .map(|s| s.group.clone())
+                .chain(
+                    (config.subscriptions.iter())
+                        .filter(|s| s.dead_letter == t.name)
+                        .map(|s| repair::redrive_group(&s.group)),
+                )
                 .collect(),
         })
         .collect()

@@ -148,7 +148,7 @@ pub async fn route(
     (content_type, Body::from_stream(lines)).into_response()
 }
 
-fn query_start(text: &str) -> Result<TailFrom, String> {
+pub(super) fn query_start(text: &str) -> Result<TailFrom, String> {
     let number = |n: &str| {
         n.parse::<i64>()
             .map_err(|_| format!("from: {n:?} is not a number"))

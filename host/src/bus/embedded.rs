@@ -25,7 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::partition_log::{Fetch, Limits, PartitionLog};
 use super::pipeline::{self, PartitionSource};
-use super::{Acks, Bus, BusError, Limit, Record, RecordHandler, Retention, TailFrom, TopicSpec};
+use super::{
+    Acks, Bus, BusError, GroupPosition, Limit, Record, RecordHandler, Retention, TailFrom,
+    TopicSpec,
+};
 use crate::metrics::PartitionLag;
 use crate::runtime::OutMessage;
 
@@ -166,9 +169,7 @@ impl EmbeddedBus {
                     TailFrom::End => log.end(),
                     TailFrom::Beginning => log.start(),
                     TailFrom::Offset(offset) => offset.clamp(log.start(), log.end()),
-                    TailFrom::Time(ms) => (log.records())
-                        .find(|r| r.timestamp_ms.is_some_and(|t| t >= ms))
-                        .map_or(log.end(), |r| r.offset),
+                    TailFrom::Time(ms) => log.offset_at(ms),
                 }
             };
             tokio::spawn(async move {
@@ -376,6 +377,92 @@ impl Bus for EmbeddedBus {
         from: TailFrom,
     ) -> BoxFuture<'_, Result<mpsc::Receiver<Record>, BusError>> {
         futures::future::ready(self.tail_now(topic, from)).boxed()
+    }
+
+    fn positions(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> BoxFuture<'_, Result<Vec<GroupPosition>, BusError>> {
+        let positions = self.topic(topic).map(|topic| {
+            (topic.partitions.iter().enumerate())
+                .map(|(index, partition)| {
+                    let log = partition.log();
+                    GroupPosition {
+                        partition: index as i32,
+                        start: log.start(),
+                        end: log.end(),
+                        committed: log.position(group),
+                    }
+                })
+                .collect()
+        });
+        futures::future::ready(positions).boxed()
+    }
+
+    fn offsets_at(&self, topic: &str, ms: i64) -> BoxFuture<'_, Result<Vec<i64>, BusError>> {
+        let offsets = self.topic(topic).map(|topic| {
+            (topic.partitions.iter())
+                .map(|p| p.log().offset_at(ms))
+                .collect()
+        });
+        futures::future::ready(offsets).boxed()
+    }
+
+    /// Positions go no further back than the earliest kept record: records every group had
+    /// read are gone (see the module docs).
+    fn set_positions(
+        &self,
+        topic: &str,
+        group: &str,
+        positions: Vec<(i32, i64)>,
+    ) -> BoxFuture<'_, Result<(), BusError>> {
+        let result = (|| {
+            let topic_log = self.topic(topic)?;
+            let pair = (group.to_string(), topic.to_string());
+            if (self.active.lock().unwrap_or_else(|e| e.into_inner())).contains(&pair) {
+                return Err(BusError::other(
+                    format!("group {group:?} is consuming topic {topic:?}: stop it first"),
+                    None,
+                ));
+            }
+            let now = now_ms();
+            for (index, next) in positions {
+                let partition = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| topic_log.partitions.get(i))
+                    .ok_or_else(|| {
+                        BusError::other(format!("{topic} has no partition {index}"), None)
+                    })?;
+                partition.log().seek(group, next, now);
+            }
+            Ok(())
+        })();
+        futures::future::ready(result).boxed()
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        until: i64,
+    ) -> BoxFuture<'_, Result<Vec<Record>, BusError>> {
+        let result = self.topic(topic).and_then(|topic_log| {
+            let partition = usize::try_from(partition)
+                .ok()
+                .and_then(|i| topic_log.partitions.get(i))
+                .ok_or_else(|| {
+                    BusError::other(format!("{topic} has no partition {partition}"), None)
+                })?;
+            let log = partition.log();
+            Ok(log
+                .records()
+                .filter(|r| r.offset >= from && r.offset < until)
+                .map(|r| (**r).clone())
+                .collect())
+        });
+        futures::future::ready(result).boxed()
     }
 
     fn lag(&self) -> Vec<PartitionLag> {

@@ -36,7 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::pipeline::{self, PartitionSource};
 use super::{
-    Acks, Bus, BusError, Health, Limit, Record, RecordHandler, Retention, TailFrom, TopicSpec,
+    Acks, Bus, BusError, GroupPosition, Health, Limit, Record, RecordHandler, Retention, TailFrom,
+    TopicSpec,
 };
 use crate::error::{Chain, cause};
 use crate::metrics::PartitionLag;
@@ -48,6 +49,10 @@ const TAIL_BUFFER: usize = 256;
 const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 /// What a record's framing adds to its key, value and headers, at most (a generous bound).
 const RECORD_OVERHEAD_BYTES: usize = 512;
+/// How long a repair's look-up (positions, offsets by time, a commit) may wait for the broker.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long reading a range of a partition may take before it gives up.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connection settings of the Kafka bus.
 #[derive(Debug, Clone)]
@@ -213,6 +218,36 @@ impl KafkaBus {
             .map_err(|e| BusError::other("cannot create the kafka consumer", cause(e)))?;
         Ok(Arc::new(consumer))
     }
+
+    /// A consumer for the repairs' look-ups and commits as `group`. It is assigned partitions
+    /// at most, never subscribes, so it never joins the group nor moves a running member's
+    /// partitions. Its calls block.
+    fn plain_consumer(&self, group: &str) -> Result<BaseConsumer, BusError> {
+        self.settings
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set_all(&self.settings.options)
+            .create()
+            .map_err(|e| BusError::other("cannot create the kafka consumer", cause(e)))
+    }
+
+    /// Runs `work` with a plain consumer of `group`, off the async runtime.
+    fn blocking<T: Send + 'static>(
+        &self,
+        group: &str,
+        work: impl FnOnce(BaseConsumer) -> Result<T, BusError> + Send + 'static,
+    ) -> BoxFuture<'_, Result<T, BusError>> {
+        let consumer = self.plain_consumer(group);
+        async move {
+            let consumer = consumer?;
+            tokio::task::spawn_blocking(move || work(consumer))
+                .await
+                .map_err(|e| BusError::other("the consumer task failed", cause(e)))?
+        }
+        .boxed()
+    }
 }
 
 impl KafkaSettings {
@@ -360,7 +395,7 @@ impl Bus for KafkaBus {
             let mut delay = Duration::from_millis(200);
             let partitions = loop {
                 let (c, t) = (consumer.clone(), topic.clone());
-                let found = tokio::task::spawn_blocking(move || partition_count(&c, &t)).await;
+                let found = tokio::task::spawn_blocking(move || partition_count(&*c, &t)).await;
                 let error = match found {
                     Ok(Ok(partitions)) => break partitions,
                     Ok(Err(e)) => e,
@@ -375,7 +410,11 @@ impl Bus for KafkaBus {
                 );
                 problems.set_subscription(&key, Some(error.to_string()));
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    // Stopped (paused, removed): its problem goes with it.
+                    _ = shutdown.cancelled() => {
+                        problems.set_subscription(&key, None);
+                        return;
+                    }
                     _ = tokio::time::sleep(delay) => {}
                 }
                 delay = (delay * 2).min(Duration::from_secs(30));
@@ -453,6 +492,165 @@ impl Bus for KafkaBus {
         .boxed()
     }
 
+    fn positions(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> BoxFuture<'_, Result<Vec<GroupPosition>, BusError>> {
+        let topic = topic.to_string();
+        self.blocking(group, move |consumer| {
+            let partitions = partition_count(&consumer, &topic)? as i32;
+            let mut list = TopicPartitionList::new();
+            for partition in 0..partitions {
+                list.add_partition(&topic, partition);
+            }
+            let committed = consumer
+                .committed_offsets(list, LOOKUP_TIMEOUT)
+                .map_err(|e| BusError::unavailable("committed offsets", cause(e)))?;
+            (0..partitions)
+                .map(|partition| {
+                    let (start, end) = consumer
+                        .fetch_watermarks(&topic, partition, LOOKUP_TIMEOUT)
+                        .map_err(|e| {
+                            BusError::unavailable(format!("offsets of {topic}"), cause(e))
+                        })?;
+                    let committed = (committed.find_partition(&topic, partition)).and_then(|e| {
+                        match e.offset() {
+                            Offset::Offset(next) => Some(next),
+                            _ => None,
+                        }
+                    });
+                    Ok(GroupPosition {
+                        partition,
+                        start,
+                        end,
+                        committed,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn offsets_at(&self, topic: &str, ms: i64) -> BoxFuture<'_, Result<Vec<i64>, BusError>> {
+        let topic = topic.to_string();
+        let group = format!("eventhost-lookup-{}", uuid::Uuid::new_v4());
+        self.blocking(&group, move |consumer| {
+            let partitions = partition_count(&consumer, &topic)? as i32;
+            let mut list = TopicPartitionList::new();
+            for partition in 0..partitions {
+                list.add_partition_offset(&topic, partition, Offset::Offset(ms))
+                    .map_err(|e| {
+                        BusError::other(format!("cannot look up {topic} at {ms}"), cause(e))
+                    })?;
+            }
+            let found = consumer
+                .offsets_for_times(list, LOOKUP_TIMEOUT)
+                .map_err(|e| {
+                    BusError::unavailable(format!("offsets of {topic} by time"), cause(e))
+                })?;
+            (0..partitions)
+                .map(|partition| {
+                    match found.find_partition(&topic, partition).map(|e| e.offset()) {
+                        Some(Offset::Offset(offset)) => Ok(offset),
+                        // No record at or after that time: the end.
+                        _ => consumer
+                            .fetch_watermarks(&topic, partition, LOOKUP_TIMEOUT)
+                            .map(|(_, end)| end)
+                            .map_err(|e| {
+                                BusError::unavailable(format!("offsets of {topic}"), cause(e))
+                            }),
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// The broker takes a commit from outside the group only while the group has no member:
+    /// a consumer that just left may take a moment to be gone, so this tries a few times.
+    fn set_positions(
+        &self,
+        topic: &str,
+        group: &str,
+        positions: Vec<(i32, i64)>,
+    ) -> BoxFuture<'_, Result<(), BusError>> {
+        let (topic, group_name) = (topic.to_string(), group.to_string());
+        self.blocking(group, move |consumer| {
+            let mut list = TopicPartitionList::new();
+            for (partition, next) in positions {
+                list.add_partition_offset(&topic, partition, Offset::Offset(next))
+                    .map_err(|e| {
+                        BusError::other(format!("cannot set {topic} to {next}"), cause(e))
+                    })?;
+            }
+            let mut tries = 0;
+            loop {
+                match consumer.commit(&list, CommitMode::Sync) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if tries < 10 => {
+                        tracing::debug!(topic, group = group_name, "commit refused, retrying: {e}");
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(e) => {
+                        return Err(BusError::other(
+                            format!(
+                                "cannot commit offsets of group {group_name:?} on {topic} (does \
+                                 another consumer of the group still run?)"
+                            ),
+                            cause(e),
+                        ));
+                    }
+                }
+            }
+        })
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        until: i64,
+    ) -> BoxFuture<'_, Result<Vec<Record>, BusError>> {
+        let topic = topic.to_string();
+        let group = format!("eventhost-read-{}", uuid::Uuid::new_v4());
+        self.blocking(&group, move |consumer| {
+            let mut records = Vec::new();
+            if from >= until {
+                return Ok(records);
+            }
+            let mut list = TopicPartitionList::new();
+            list.add_partition_offset(&topic, partition, Offset::Offset(from))
+                .map_err(|e| BusError::other(format!("cannot read {topic} from {from}"), cause(e)))?;
+            consumer
+                .assign(&list)
+                .map_err(|e| BusError::other(format!("cannot assign {topic}"), cause(e)))?;
+            let deadline = std::time::Instant::now() + READ_TIMEOUT;
+            while std::time::Instant::now() < deadline {
+                match consumer.poll(Duration::from_millis(500)) {
+                    Some(Ok(message)) => {
+                        let record = to_record(&message);
+                        let last = record.offset >= until - 1;
+                        if record.offset < until {
+                            records.push(record);
+                        }
+                        if last {
+                            return Ok(records);
+                        }
+                    }
+                    Some(Err(e)) => tracing::debug!(topic, partition, "read: {e}"),
+                    None => {}
+                }
+            }
+            Err(BusError::unavailable(
+                format!(
+                    "reading {topic}/{partition} from {from} to {until} took longer than {READ_TIMEOUT:?}"
+                ),
+                None,
+            ))
+        })
+    }
+
     fn max_message_bytes(&self) -> Option<usize> {
         let configured =
             (self.settings.options.get("message.max.bytes")).and_then(|v| v.parse::<usize>().ok());
@@ -511,7 +709,10 @@ fn assign_for_tail(
 }
 
 /// How many partitions `topic` has, from the broker's metadata. Blocking.
-fn partition_count(consumer: &StreamConsumer<Context>, topic: &str) -> Result<usize, BusError> {
+fn partition_count<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+) -> Result<usize, BusError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| BusError::unavailable(format!("metadata of {topic}"), cause(e)))?;

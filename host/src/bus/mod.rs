@@ -136,6 +136,20 @@ pub enum TailFrom {
     Time(i64),
 }
 
+/// Where a consumer group stands on one partition of a topic (see [`Bus::positions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct GroupPosition {
+    /// The partition.
+    pub partition: i32,
+    /// The offset of the earliest record the bus still keeps.
+    pub start: i64,
+    /// The offset the next record published gets.
+    pub end: i64,
+    /// The group's committed position (the next offset it reads); `None` before its first
+    /// commit.
+    pub committed: Option<i64>,
+}
+
 /// Resolves once the bus acknowledged every message of one [`Bus::enqueue`] call.
 pub type Acks = BoxFuture<'static, Result<(), BusError>>;
 
@@ -314,6 +328,38 @@ pub trait Bus: Send + Sync + 'static {
         topic: &str,
         from: TailFrom,
     ) -> BoxFuture<'_, Result<mpsc::Receiver<Record>, BusError>>;
+
+    /// Where `group` stands on every partition of `topic`, in partition order. Repairs
+    /// (replay, redrive) start from here.
+    fn positions(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> BoxFuture<'_, Result<Vec<GroupPosition>, BusError>>;
+
+    /// The offset of the first record of each partition of `topic` published at or after
+    /// `ms` (milliseconds since the Unix epoch), or the end offset when there is none.
+    fn offsets_at(&self, topic: &str, ms: i64) -> BoxFuture<'_, Result<Vec<i64>, BusError>>;
+
+    /// Sets the committed position (the next offset to read) of `group` on the given
+    /// partitions of `topic`. Only for a group that is not consuming `topic` now: a running
+    /// subscription would overwrite it with its own commits.
+    fn set_positions(
+        &self,
+        topic: &str,
+        group: &str,
+        positions: Vec<(i32, i64)>,
+    ) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// The kept records of `topic`/`partition` from offset `from` up to (not including)
+    /// `until`, without a consumer group.
+    fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        until: i64,
+    ) -> BoxFuture<'_, Result<Vec<Record>, BusError>>;
 
     /// The largest message the bus accepts, key, value and headers included; `None` when it
     /// has no limit of its own.

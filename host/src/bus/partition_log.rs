@@ -145,6 +145,23 @@ impl PartitionLog {
         self.enforce(now_ms);
     }
 
+    /// Moves `group` to `next`, within the kept records, and returns where it went: an
+    /// operator's rewind (or skip) of a group that is not reading now.
+    pub(super) fn seek(&mut self, group: &str, next: i64, now_ms: i64) -> i64 {
+        let next = next.clamp(self.start, self.end());
+        self.commit(group, next, now_ms);
+        next
+    }
+
+    /// The offset of the first kept record published at or after `ms`; the end offset when
+    /// there is none.
+    pub(super) fn offset_at(&self, ms: i64) -> i64 {
+        self.records
+            .iter()
+            .find(|r| r.timestamp_ms.is_some_and(|t| t >= ms))
+            .map_or(self.end(), |r| r.offset)
+    }
+
     /// Replaces the limits and applies them.
     pub(super) fn set_limits(&mut self, limits: Limits, now_ms: i64) {
         self.limits = limits;
@@ -396,6 +413,22 @@ mod tests {
         assert_eq!(log.position("g"), Some(0));
         assert!(matches!(log.fetch(0), Fetch::Dropped { start: 2 }));
         assert_eq!(fetched_offset(&log, 2), Some(2));
+    }
+
+    #[test]
+    fn a_group_seeks_back_within_the_kept_records() {
+        let mut log = log_of(10, NO_LIMITS);
+        log.join("g");
+        log.join("other");
+        log.commit("other", 2, 1_000);
+        log.commit("g", 10, 1_000);
+        assert_eq!(log.start(), 2);
+        assert_eq!(log.seek("g", 5, 1_000), 5);
+        assert_eq!(log.position("g"), Some(5));
+        assert_eq!(log.seek("g", 0, 1_000), 2, "no further back than kept");
+        assert_eq!(log.seek("g", 99, 1_000), 10, "no further than the end");
+        assert_eq!(log.offset_at(1_000), 2);
+        assert_eq!(log.offset_at(1_001), 10);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use admission::{Admission, Kind, Refusal};
 pub use admission::{Overloaded, RETRY_AFTER};
 use commit::{CommitError, Committing};
 pub use commit::{ID_HEADER, PLUGIN_HEADER, VERSION_HEADER};
-pub use messages::{SubscriptionRuntime, dead_letter_headers};
+pub use messages::{DLQ_OMITTED_HEADER, SubscriptionRuntime, dead_letter_headers};
 pub use trace::{Span, TRACEPARENT};
 
 use crate::bus::{Bus, BusError};
@@ -105,7 +105,7 @@ impl InputError {
         )
     }
 
-    /// A one-word kind for headers and metrics.
+    /// A one-word kind for headers and metrics: one of [`ERROR_KINDS`].
     pub fn kind(&self) -> &'static str {
         match self {
             InputError::NoPlugin(_) => "no-plugin",
@@ -125,6 +125,24 @@ impl InputError {
         }
     }
 }
+
+/// Every [`InputError::kind`], e.g. for checking a filter on dead letters' kinds.
+pub const ERROR_KINDS: [&str; 14] = [
+    "no-plugin",
+    "timeout",
+    "memory-limit",
+    "budget",
+    "invalid-response",
+    "trap",
+    "missing-export",
+    "invalid",
+    "retry",
+    "commit",
+    "refused",
+    "conflict",
+    "shutdown",
+    "overloaded",
+];
 
 /// Runs inputs on plugins and applies their effects. Shared by HTTP and every subscription.
 pub struct Dispatcher {
@@ -337,7 +355,9 @@ impl Dispatcher {
             .clone()
     }
 
-    fn set_stalled(&self, sub: &SubscriptionRuntime, why: Option<String>) {
+    /// Marks `sub` as making no progress (`why`), or as fine again (`None`); a stopped
+    /// subscription is fine: it makes no progress on purpose.
+    pub(crate) fn set_stalled(&self, sub: &SubscriptionRuntime, why: Option<String>) {
         let mut stalled = self.stalled.lock().unwrap_or_else(|e| e.into_inner());
         if why.is_none() && stalled.is_empty() {
             return;
