@@ -422,8 +422,58 @@ async fn metrics_count_what_flows(setup: Setup) {
     assert!(text.contains("eventhost_plugin_loads_total{plugin=\"testkit\",outcome=\"ok\"} 1"));
 }
 
+/// The sum of `group`'s lag on `topic` over its partitions, as `/metrics` reports it.
+async fn lag(host: &TestHost, group: &str, topic: &str) -> Option<u64> {
+    let text = host.get("/metrics").await.text().await.unwrap();
+    let prefix = format!(r#"eventhost_consumer_lag_records{{group="{group}",topic="{topic}","#);
+    let values: Vec<u64> = text
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// While a slow plugin works through a backlog, its lag shows the backlog, and it falls to 0
+/// once the backlog is done.
+async fn lag_grows_while_a_plugin_is_slow_and_drains_after(setup: Setup) {
+    let host = TestHost::start(&setup.config_with("timeout_ms = 5000", "")).await;
+    let (out, _stop) = collect(&host.bus(), &setup.output, "observer");
+    const N: usize = 30;
+    let messages = (0..N)
+        .map(|i| setup.message(&format!("slow-{i}"), "sleep:300"))
+        .collect();
+    publish(&host, messages).await;
+    // One input at a time per partition, 300 ms each: about 3 s of backlog on 3 partitions.
+    let most = eventually(
+        Duration::from_secs(20),
+        "a lag of a third of the backlog",
+        || async {
+            lag(&host, "testkit", &setup.input)
+                .await
+                .filter(|lag| *lag >= (N / 3) as u64)
+        },
+    )
+    .await;
+    assert!(
+        out.lock().unwrap().len() < N,
+        "lag {most} seen only after the backlog was done"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the backlog done and the lag 0",
+        || async {
+            // At least once: a rebalance may hand an input over and run it twice.
+            let done = out.lock().unwrap().len() >= N;
+            (done && lag(&host, "testkit", &setup.input).await == Some(0)).then_some(())
+        },
+    )
+    .await;
+}
+
 on_both_buses!(
     metrics_count_what_flows,
+    lag_grows_while_a_plugin_is_slow_and_drains_after,
     keeps_order_per_key_and_stamps_the_producing_plugin,
     keeps_order_per_key_with_concurrency,
     counts_exactly_when_pipelined,

@@ -224,6 +224,40 @@ mod tests {
         }
     }
 
+    /// Guests that run, wait, and are cancelled at any point, from many plugins: every turn
+    /// comes back and nobody is left waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn turns_survive_guests_cancelled_anywhere() {
+        let turns = Arc::new(Turns::<usize>::new(2));
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let guests: Vec<_> = (0..300usize)
+            .map(|i| {
+                let (running, most) = (running.clone(), most.clone());
+                let guest = async move {
+                    for step in 0..(i % 7) {
+                        busy(1, running.clone(), most.clone()).await;
+                        if step % 2 == 0 {
+                            tokio::time::sleep(Duration::from_micros(200)).await;
+                        }
+                    }
+                };
+                let task = tokio::spawn(turns.run(i % 5, guest));
+                (i, task)
+            })
+            .collect();
+        for (i, task) in guests {
+            if i % 3 == 0 {
+                tokio::time::sleep(Duration::from_micros(100)).await;
+                task.abort();
+            }
+            let _ = task.await;
+        }
+        assert!(most.load(Ordering::SeqCst) <= 2);
+        let state = turns.lock();
+        assert_eq!(state.free, 2, "every turn came back");
+        assert!(state.queue.is_empty(), "nobody left waiting");
+    }
+
     #[test]
     fn a_guest_dropped_while_waiting_or_granted_gives_its_turn_back() {
         let turns = Arc::new(Turns::<&str>::new(1));
