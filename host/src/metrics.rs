@@ -31,6 +31,11 @@ struct PluginSource {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicLabel {
     topic: String,
 }
@@ -83,6 +88,7 @@ pub struct Metrics {
     commit_batch: Histogram,
     lag: Family<LagLabels, Gauge>,
     instances: Gauge,
+    memory_peak: Family<PluginLabel, Gauge>,
     /// Scrapes render one at a time: lag is replaced as a whole before each.
     render: Mutex<()>,
 }
@@ -159,8 +165,15 @@ impl Metrics {
             "Plugin instances alive now",
             instances.clone(),
         );
+        let memory_peak = Family::default();
+        registry.register(
+            "instance_memory_peak_bytes",
+            "The largest linear memory any instance of a plugin had, by plugin",
+            memory_peak.clone(),
+        );
         Metrics {
             registry,
+            memory_peak,
             inputs,
             handler_seconds,
             produced,
@@ -238,6 +251,17 @@ impl Metrics {
             outcome: if ok { "ok" } else { "rejected" }.into(),
         };
         self.loads.get_or_create(&labels).inc();
+    }
+
+    /// An instance of `plugin` had `bytes` of linear memory at most.
+    pub fn instance_memory(&self, plugin: &str, bytes: usize) {
+        let labels = PluginLabel {
+            plugin: plugin.to_string(),
+        };
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let peak = self.memory_peak.get_or_create(&labels);
+        peak.inner()
+            .fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The state writes of `inputs` inputs went into one store transaction.

@@ -420,6 +420,13 @@ async fn metrics_count_what_flows(setup: Setup) {
     .await;
     assert!(text.contains("eventhost_handler_seconds_bucket{"), "{text}");
     assert!(text.contains("eventhost_plugin_loads_total{plugin=\"testkit\",outcome=\"ok\"} 1"));
+    let peak = text
+        .lines()
+        .find_map(|l| l.strip_prefix("eventhost_instance_memory_peak_bytes{plugin=\"testkit\"} "))
+        .unwrap_or_else(|| panic!("no memory high-water mark in {text}"));
+    // At least one 64 KiB page, at most the plugin's limit.
+    let peak: u64 = peak.parse().unwrap();
+    assert!((65536..=64 << 20).contains(&peak), "{peak}");
 }
 
 /// The sum of `group`'s lag on `topic` over its partitions, as `/metrics` reports it.

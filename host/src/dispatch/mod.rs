@@ -319,6 +319,8 @@ impl Dispatcher {
                 let invocation = invocation.await;
                 let seconds = started.elapsed().as_secs_f64();
                 self.metrics.handler_time(plugin, input.source, seconds);
+                self.metrics
+                    .instance_memory(plugin, invocation.memory_bytes);
                 invocation
             };
             let value = match invocation.outcome {

@@ -59,6 +59,7 @@ impl InputState {
             table: ResourceTable::new(),
             limits: MemoryLimiter {
                 max: plugin.memory_bytes,
+                peak: 0,
             },
             stdout,
             stderr,
@@ -241,6 +242,8 @@ pub(super) fn escape_log_text(text: &str) -> std::borrow::Cow<'_, str> {
 /// apart from other traps without reading messages.
 pub(super) struct MemoryLimiter {
     max: usize,
+    /// The largest linear memory the instance was given, for the high-water mark.
+    pub(super) peak: usize,
 }
 
 /// A plugin tried to grow its linear memory past its limit.
@@ -264,6 +267,7 @@ impl ResourceLimiter for MemoryLimiter {
             }
             .into());
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 

@@ -91,6 +91,8 @@ pub struct Invocation<T> {
     pub outcome: Result<T, InvokeError>,
     /// What the handler staged. Discard unless `outcome` is `Ok(Ok(_))`.
     pub effects: Effects,
+    /// The largest linear memory the instance had, in bytes.
+    pub memory_bytes: usize,
 }
 
 /// The engine, linker and deadline clock shared by every plugin.
@@ -377,6 +379,7 @@ fn finish<T>(
         forward_output(&plugin.info.name, label, "stderr", &state.stderr);
         Invocation {
             outcome,
+            memory_bytes: state.limits.peak,
             effects: state.effects,
         }
     }
