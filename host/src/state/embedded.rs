@@ -46,6 +46,14 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// The entries as of now, for reading.
+    fn read_table(&self) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>, StateError> {
+        let txn = (self.db.begin_read()).map_err(StateError::failed("cannot begin a read"))?;
+        (txn.open_table(ENTRIES)).map_err(StateError::failed("cannot open the table"))
+    }
+}
+
 fn full_key(namespace: &str, key: &str) -> Vec<u8> {
     let mut full = Vec::with_capacity(namespace.len() + 1 + key.len());
     full.extend_from_slice(namespace.as_bytes());
@@ -56,13 +64,7 @@ fn full_key(namespace: &str, key: &str) -> Vec<u8> {
 
 impl StateStore for EmbeddedStore {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(StateError::failed("cannot begin a read"))?;
-        let table = txn
-            .open_table(ENTRIES)
-            .map_err(StateError::failed("cannot open the table"))?;
+        let table = self.read_table()?;
         let value = table
             .get(full_key(namespace, key).as_slice())
             .map_err(StateError::failed("cannot read"))?;
@@ -70,13 +72,7 @@ impl StateStore for EmbeddedStore {
     }
 
     fn scan(&self, namespace: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(StateError::failed("cannot begin a read"))?;
-        let table = txn
-            .open_table(ENTRIES)
-            .map_err(StateError::failed("cannot open the table"))?;
+        let table = self.read_table()?;
         let start = full_key(namespace, prefix);
         let skip = namespace.len() + 1;
         let mut entries = Vec::new();
