@@ -27,6 +27,10 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks, Sp
 use crate::config::{BusConfig, TelemetryConfig};
 use crate::dispatch::{InputError, Span};
 
+/// `messaging.system` of records consumed from Kafka.
+const KAFKA_SYSTEM: &str = "kafka";
+/// `messaging.system` of records consumed from the embedded bus.
+const EMBEDDED_SYSTEM: &str = "eventhost-embedded";
 /// How long one export may take before it counts as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping host waits for its last spans to reach the collector.
@@ -114,8 +118,8 @@ impl Telemetry {
                     .with_version(env!("CARGO_PKG_VERSION"))
                     .build(),
                 messaging_system: match bus {
-                    BusConfig::Embedded => "eventhost-embedded",
-                    BusConfig::Kafka(_) => "kafka",
+                    BusConfig::Embedded => EMBEDDED_SYSTEM,
+                    BusConfig::Kafka(_) => KAFKA_SYSTEM,
                 },
                 endpoint,
             }),
@@ -132,48 +136,8 @@ impl Telemetry {
         let Some(export) = &self.export else {
             return InputSpan { recording: None };
         };
-        let mut attributes = vec![KeyValue::new("eventhost.plugin", plugin.to_string())];
-        let (name, kind) = match source {
-            InputSource::Record {
-                topic,
-                group,
-                partition,
-                offset,
-                key,
-            } => {
-                attributes.extend([
-                    KeyValue::new("messaging.system", export.messaging_system),
-                    KeyValue::new("messaging.destination.name", topic.to_string()),
-                    KeyValue::new("messaging.operation.type", "process"),
-                    KeyValue::new("messaging.operation.name", "process"),
-                    KeyValue::new("messaging.consumer.group.name", group.to_string()),
-                    KeyValue::new("messaging.destination.partition.id", partition.to_string()),
-                ]);
-                if export.messaging_system == "kafka" {
-                    attributes.push(KeyValue::new("messaging.kafka.offset", offset));
-                    if let Some(key) = key.and_then(|key| std::str::from_utf8(key).ok()) {
-                        attributes.push(KeyValue::new(
-                            "messaging.kafka.message.key",
-                            key.to_string(),
-                        ));
-                    }
-                }
-                (format!("process {topic}"), SpanKind::Consumer)
-            }
-            InputSource::Http {
-                method,
-                route,
-                path,
-            } => {
-                attributes.extend([
-                    KeyValue::new("http.request.method", method.to_string()),
-                    KeyValue::new("http.route", route.to_string()),
-                    KeyValue::new("url.path", path.to_string()),
-                    KeyValue::new("url.scheme", "http"),
-                ]);
-                (format!("{method} {route}"), SpanKind::Server)
-            }
-        };
+        let (name, kind, mut attributes) = describe(source, export.messaging_system);
+        attributes.push(KeyValue::new("eventhost.plugin", plugin.to_string()));
         InputSpan {
             recording: Some(Box::new(Recording {
                 processor: export.processor.clone(),
@@ -206,6 +170,57 @@ impl Telemetry {
                 "the last spans may be lost: the collector did not take them within {FLUSH_TIMEOUT:?}"),
         }
     }
+}
+
+/// The name, kind and semantic-convention attributes of the span of an input from `source`;
+/// `messaging_system` is the bus's name for records.
+fn describe(
+    source: InputSource<'_>,
+    messaging_system: &'static str,
+) -> (String, SpanKind, Vec<KeyValue>) {
+    let mut attributes = Vec::new();
+    let (name, kind) = match source {
+        InputSource::Record {
+            topic,
+            group,
+            partition,
+            offset,
+            key,
+        } => {
+            attributes.extend([
+                KeyValue::new("messaging.system", messaging_system),
+                KeyValue::new("messaging.destination.name", topic.to_string()),
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.operation.name", "process"),
+                KeyValue::new("messaging.consumer.group.name", group.to_string()),
+                KeyValue::new("messaging.destination.partition.id", partition.to_string()),
+            ]);
+            if messaging_system == KAFKA_SYSTEM {
+                attributes.push(KeyValue::new("messaging.kafka.offset", offset));
+                if let Some(key) = key.and_then(|key| std::str::from_utf8(key).ok()) {
+                    attributes.push(KeyValue::new(
+                        "messaging.kafka.message.key",
+                        key.to_string(),
+                    ));
+                }
+            }
+            (format!("process {topic}"), SpanKind::Consumer)
+        }
+        InputSource::Http {
+            method,
+            route,
+            path,
+        } => {
+            attributes.extend([
+                KeyValue::new("http.request.method", method.to_string()),
+                KeyValue::new("http.route", route.to_string()),
+                KeyValue::new("url.path", path.to_string()),
+                KeyValue::new("url.scheme", "http"),
+            ]);
+            (format!("{method} {route}"), SpanKind::Server)
+        }
+    };
+    (name, kind, attributes)
 }
 
 /// The collector's base URL: from the config, else from the environment (checked the same
@@ -437,6 +452,63 @@ mod tests {
                 .starts_with("OTEL_EXPORTER_OTLP_ENDPOINT: \"https://agent:4318\" uses https"),
             "{error}"
         );
+    }
+
+    fn attributes(source: InputSource<'_>, system: &'static str) -> Vec<(String, String)> {
+        let (_, _, attributes) = describe(source, system);
+        (attributes.into_iter())
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect()
+    }
+
+    fn record(key: Option<&[u8]>) -> InputSource<'_> {
+        InputSource::Record {
+            topic: "orders",
+            group: "payment-service",
+            partition: 2,
+            offset: 41,
+            key,
+        }
+    }
+
+    #[test]
+    fn a_kafka_record_has_its_offset_and_text_key() {
+        let kafka = attributes(record(Some(b"o1")), KAFKA_SYSTEM);
+        let has = |key: &str, value: &str| kafka.contains(&(key.into(), value.into()));
+        assert!(has("messaging.system", "kafka"), "{kafka:?}");
+        assert!(has("messaging.destination.partition.id", "2"), "{kafka:?}");
+        assert!(has("messaging.kafka.offset", "41"), "{kafka:?}");
+        assert!(has("messaging.kafka.message.key", "o1"), "{kafka:?}");
+        // A key that is not text is left out rather than mangled.
+        let binary = attributes(record(Some(&[0xff, 0])), KAFKA_SYSTEM);
+        assert!(
+            !binary
+                .iter()
+                .any(|(k, _)| k == "messaging.kafka.message.key")
+        );
+    }
+
+    #[test]
+    fn an_embedded_record_has_no_kafka_attributes() {
+        let embedded = attributes(record(Some(b"o1")), EMBEDDED_SYSTEM);
+        assert!(embedded.contains(&("messaging.system".into(), EMBEDDED_SYSTEM.into())));
+        assert!(
+            !embedded
+                .iter()
+                .any(|(k, _)| k.starts_with("messaging.kafka."))
+        );
+    }
+
+    #[test]
+    fn an_http_span_is_named_by_method_and_route() {
+        let source = InputSource::Http {
+            method: "POST",
+            route: "/api/cart/checkout/{cartId}",
+            path: "/api/cart/checkout/c1",
+        };
+        let (name, kind, _) = describe(source, EMBEDDED_SYSTEM);
+        assert_eq!(name, "POST /api/cart/checkout/{cartId}");
+        assert_eq!(kind, SpanKind::Server);
     }
 
     #[test]

@@ -937,7 +937,8 @@ fn exported_spans(received: &Received) -> Vec<Exported> {
 
 /// With `[telemetry]`, a checkout is one exported trace whose spans have the ids of the
 /// `traceparent` headers on the bus: cart's request (SERVER) is the parent of payment's input
-/// from `orders` (CONSUMER), which is the parent of order's input from `payments`.
+/// from `orders` (CONSUMER), which is the parent of order's input from `payments`. An input
+/// that fails for good is an error span.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkout_is_exported_over_otlp_as_one_trace_of_linked_spans() {
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -967,6 +968,22 @@ async fn a_checkout_is_exported_over_otlp_as_one_trace_of_linked_spans() {
     })
     .await;
     let on_orders = header(&on_orders, "traceparent").unwrap();
+    // An order payment cannot read fails its input for good: an error span.
+    let (dead, _stop_dead) = collect(&host.bus(), "orders.dlq", "observer");
+    let failing_trace = "6bf92f3577b34da6a3ce929d0e0e4736";
+    let unreadable = fresh_id("unreadable");
+    let traceparent = format!("00-{failing_trace}-00f067aa0ba902b7-01");
+    let headers = vec![("traceparent".into(), traceparent.into_bytes())];
+    publish_with(&host, "orders", &unreadable, b"{oops".to_vec(), headers).await;
+    eventually(WAIT, "the unreadable order's dead letter", || async {
+        (dead.lock().unwrap().iter())
+            .any(|r| {
+                r.key.as_deref() == Some(unreadable.as_bytes())
+                    && header(r, "eventhost-dlq-group").as_deref() == Some("payment-service")
+            })
+            .then_some(())
+    })
+    .await;
     let versions: BTreeMap<&str, String> = ["cart", "payment", "order"]
         .into_iter()
         .map(|plugin| (plugin, version(&host, plugin)))
@@ -1055,6 +1072,14 @@ async fn a_checkout_is_exported_over_otlp_as_one_trace_of_linked_spans() {
             "{span:#?}"
         );
     }
+
+    let failed: Vec<&Exported> = (spans.iter())
+        .filter(|s| s.trace_id == failing_trace)
+        .filter(|s| s.attributes.get("eventhost.plugin").map(String::as_str) == Some("payment"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{spans:#?}");
+    assert!(failed[0].failed, "{:#?}", failed[0]);
+    assert_eq!(failed[0].attributes["error.type"], "invalid");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
