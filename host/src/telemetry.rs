@@ -46,7 +46,8 @@ struct Export {
     scope: InstrumentationScope,
     /// `messaging.system` of consumed records.
     messaging_system: &'static str,
-    endpoint: String,
+    /// Where spans are posted.
+    traces_url: String,
 }
 
 /// Where an input came from, as its span describes it.
@@ -100,7 +101,7 @@ impl Telemetry {
             .with_context(|| format!("cannot export traces to {traces_url}"))?;
         let exporter = Logged {
             inner: exporter,
-            endpoint: endpoint.clone(),
+            traces_url: traces_url.clone(),
             failing: AtomicBool::new(false),
         };
         let mut processor = BatchSpanProcessor::builder(exporter, Tokio).build();
@@ -121,14 +122,16 @@ impl Telemetry {
                     BusConfig::Embedded => EMBEDDED_SYSTEM,
                     BusConfig::Kafka(_) => KAFKA_SYSTEM,
                 },
-                endpoint,
+                traces_url,
             }),
         })
     }
 
-    /// Whether spans are exported.
-    pub fn is_on(&self) -> bool {
-        self.export.is_some()
+    /// Where spans are posted; `None` when export is off.
+    pub fn traces_url(&self) -> Option<&str> {
+        self.export
+            .as_ref()
+            .map(|export| export.traces_url.as_str())
     }
 
     /// Starts the span of an input of `plugin` that runs as `span`; it is exported when ended.
@@ -164,9 +167,9 @@ impl Telemetry {
         match tokio::time::timeout(FLUSH_TIMEOUT, flushed).await {
             Ok(Ok(Ok(()))) => tracing::debug!("trace export stopped"),
             Ok(Ok(Err(e))) => {
-                tracing::warn!(endpoint = %export.endpoint, "the last spans may be lost: {e}");
+                tracing::warn!(endpoint = %export.traces_url, "the last spans may be lost: {e}");
             }
-            Ok(Err(_)) | Err(_) => tracing::warn!(endpoint = %export.endpoint,
+            Ok(Err(_)) | Err(_) => tracing::warn!(endpoint = %export.traces_url,
                 "the last spans may be lost: the collector did not take them within {FLUSH_TIMEOUT:?}"),
         }
     }
@@ -379,7 +382,7 @@ enum Ending {
 #[derive(Debug)]
 struct Logged {
     inner: opentelemetry_otlp::SpanExporter,
-    endpoint: String,
+    traces_url: String,
     failing: AtomicBool,
 }
 
@@ -389,12 +392,12 @@ impl SpanExporter for Logged {
         let result = self.inner.export(batch).await;
         match &result {
             Err(e) if !self.failing.swap(true, Ordering::Relaxed) => {
-                tracing::warn!(endpoint = %self.endpoint, spans,
+                tracing::warn!(endpoint = %self.traces_url, spans,
                     "cannot export traces, dropping spans until the collector answers: {e}");
             }
-            Err(e) => tracing::debug!(endpoint = %self.endpoint, spans, "spans dropped: {e}"),
+            Err(e) => tracing::debug!(endpoint = %self.traces_url, spans, "spans dropped: {e}"),
             Ok(()) if self.failing.swap(false, Ordering::Relaxed) => {
-                tracing::info!(endpoint = %self.endpoint, "exporting traces again");
+                tracing::info!(endpoint = %self.traces_url, "exporting traces again");
             }
             Ok(()) => {}
         }
