@@ -134,9 +134,11 @@ impl Telemetry {
             .map(|export| export.traces_url.as_str())
     }
 
-    /// Starts the span of an input of `plugin` that runs as `span`; it is exported when ended.
+    /// Starts the span of an input of `plugin` that runs as `span`; it is exported when ended,
+    /// unless `span`'s trace is not sampled.
     pub fn input(&self, span: &Span, plugin: &str, source: InputSource<'_>) -> InputSpan {
-        let Some(export) = &self.export else {
+        let Some(export) = self.export.as_ref().filter(|_| span.sampled()) else {
+            // Off, or the trace's origin chose not to sample it.
             return InputSpan { recording: None };
         };
         let (name, kind, mut attributes) = describe(source, export.messaging_system);
@@ -334,16 +336,11 @@ impl InputSpan {
                 None => Status::Unset,
             },
         };
-        let flags = if span.sampled() {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::NOT_SAMPLED
-        };
         processor.on_end(SpanData {
             span_context: SpanContext::new(
                 TraceId::from_bytes(span.trace_id_bytes()),
                 SpanId::from_bytes(span.span_id()),
-                flags,
+                TraceFlags::SAMPLED,
                 false,
                 TraceState::default(),
             ),
@@ -512,6 +509,22 @@ mod tests {
         let (name, kind, _) = describe(source, EMBEDDED_SYSTEM);
         assert_eq!(name, "POST /api/cart/checkout/{cartId}");
         assert_eq!(kind, SpanKind::Server);
+    }
+
+    #[tokio::test]
+    async fn an_unsampled_trace_is_not_recorded() {
+        let telemetry = Telemetry::start(&config(Some("http://127.0.0.1:9")), &BusConfig::Embedded)
+            .expect("starts");
+        let source = InputSource::Http {
+            method: "GET",
+            route: "/a",
+            path: "/a",
+        };
+        let sampled = Span::continuing(None);
+        assert!(telemetry.input(&sampled, "p", source).is_recording());
+        let unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let unsampled = Span::continuing(Some(unsampled));
+        assert!(!telemetry.input(&unsampled, "p", source).is_recording());
     }
 
     #[test]
