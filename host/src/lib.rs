@@ -5,7 +5,8 @@
 //! instance; the [`dispatch`]er applies the input's staged effects (published messages, state
 //! writes) only when it succeeded; the [`bus`] (embedded or Kafka) delivers records in
 //! partition order and commits after effects; [`state`] keeps each plugin's data durably;
-//! [`http`] serves the routes, speaking [`cloudevents`] where asked; [`metrics`] counts what flows. The [`contract`] test kit runs
+//! [`http`] serves the routes, speaking [`cloudevents`] where asked; [`metrics`] counts what flows;
+//! [`telemetry`] exports each input as a trace span. The [`contract`] test kit runs
 //! data-driven cases against any plugin through the same runtime; [`scaffold`] creates a plugin
 //! folder in any language.
 
@@ -24,3 +25,4 @@ pub mod reload;
 pub mod runtime;
 pub mod scaffold;
 pub mod state;
+pub mod telemetry;

@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand};
 use eventhost::app::{Host, RunningHost, load_plugins, tail};
 use eventhost::bus::{Bus as _, KafkaBus, KafkaSettings, TailFrom};
 use eventhost::config::{Allowed, BusConfig, Config};
-use eventhost::runtime::{Registry, Runtime};
+use eventhost::dispatch::Dispatcher;
+use eventhost::runtime::Runtime;
 use eventhost::state::EmbeddedStore;
 use tokio_util::sync::CancellationToken;
 
@@ -330,7 +331,7 @@ async fn run(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let summary = summary(host.config(), host.dispatcher().registry());
+    let summary = summary(host.config(), host.dispatcher());
     let config_for_hint = host.config().clone();
     let running = match host.start().await {
         Ok(running) => running,
@@ -504,8 +505,9 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
 }
 
 /// The start-up summary: bus, state, plugins with versions and limits, subscriptions, routes.
-fn summary(config: &Config, registry: &Registry) -> String {
+fn summary(config: &Config, dispatcher: &Dispatcher) -> String {
     use std::fmt::Write as _;
+    let registry = dispatcher.registry();
     let mut out = String::new();
     let bus = match &config.bus {
         BusConfig::Embedded => "embedded (in-process, no broker)".to_string(),
@@ -522,6 +524,10 @@ fn summary(config: &Config, registry: &Registry) -> String {
             Allowed::Only(list) => list.join(", "),
         };
         let _ = writeln!(out, "  cors:   {origins}");
+    }
+    if let Some(url) = dispatcher.telemetry().traces_url() {
+        let service = &config.telemetry.service_name;
+        let _ = writeln!(out, "  traces: OTLP to {url} as service {service}");
     }
     let _ = writeln!(out, "  plugins:");
     for (plugin, _) in registry.all() {

@@ -117,6 +117,12 @@ fn full_fixture_has_its_values_and_defaults() {
     assert_eq!(cors.max_age, Some(Duration::from_secs(600)));
     assert!(cors.credentials);
     assert_eq!(config.state.path, dir.join("data/state.redb"));
+    assert_eq!(
+        config.telemetry.otlp_endpoint.as_deref(),
+        Some("http://127.0.0.1:4318"),
+        "without the trailing slash"
+    );
+    assert_eq!(config.telemetry.service_name, "coolstore");
     let BusConfig::Kafka(kafka) = &config.bus else {
         panic!("expected a kafka bus, got {:?}", config.bus);
     };

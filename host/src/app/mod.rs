@@ -25,6 +25,7 @@ use crate::http::{HttpState, RouteTable, ServerLimits};
 use crate::metrics::Metrics;
 use crate::runtime::{LoadedPlugin, PluginInfo, Registry, Runtime, RuntimeSettings};
 use crate::state::{EmbeddedStore, PendingStore, StateStore};
+use crate::telemetry::Telemetry;
 
 /// Environment variable with the admin token, used when the config sets none.
 pub const ADMIN_TOKEN_ENV: &str = "EVENTHOST_ADMIN_TOKEN";
@@ -78,14 +79,19 @@ impl Host {
             metrics.plugin_load(&plugin.info.name, true);
             registry.install(plugin);
         }
-        let dispatcher = Arc::new(Dispatcher::new(
-            runtime.clone(),
-            registry,
-            pending,
-            bus,
-            config.runtime.max_concurrency as usize,
-            metrics,
-        ));
+        let telemetry = Telemetry::start(&config.telemetry, &config.bus)
+            .with_context(|| format!("{}: [telemetry]", config.file.display()))?;
+        let dispatcher = Arc::new(
+            Dispatcher::new(
+                runtime.clone(),
+                registry,
+                pending,
+                bus,
+                config.runtime.max_concurrency as usize,
+                metrics,
+            )
+            .with_telemetry(telemetry),
+        );
         let http = Arc::new(
             HttpState::new(
                 dispatcher.clone(),
@@ -226,8 +232,16 @@ impl RunningHost {
     }
 
     /// Stops accepting work, lets in-flight inputs finish and commit (up to the grace
-    /// period), and returns once everything is down.
+    /// period), sends the last trace spans, and returns once everything is down.
     pub async fn stop(self) -> anyhow::Result<()> {
+        let dispatcher = self.deployment.dispatcher().clone();
+        let stopped = self.drain().await;
+        // Spans of the inputs that finished while draining are still in the batch.
+        dispatcher.telemetry().shutdown().await;
+        stopped
+    }
+
+    async fn drain(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         // Inputs still waiting for a slot are not started; running ones may finish.
         self.deployment.dispatcher().close();

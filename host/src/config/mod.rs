@@ -50,7 +50,8 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use model::{
     Allowed, BusConfig, Config, CorsConfig, KafkaConfig, Limits, PluginConfig, RetryPolicy,
-    RouteConfig, RuntimeConfig, ServerConfig, StateConfig, SubscriptionConfig, TopicConfig,
+    RouteConfig, RuntimeConfig, ServerConfig, StateConfig, SubscriptionConfig, TelemetryConfig,
+    TopicConfig,
 };
 
 impl Config {

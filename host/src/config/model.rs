@@ -26,6 +26,8 @@ pub struct Config {
     pub state: StateConfig,
     /// `[runtime]`: the WebAssembly engine.
     pub runtime: RuntimeConfig,
+    /// `[telemetry]`: where traces are exported.
+    pub telemetry: TelemetryConfig,
     /// `[[topic]]` tables by name, plus the default dead-letter topics of subscriptions.
     pub topics: BTreeMap<String, TopicConfig>,
     /// `[plugin.<name>]` tables by name.
@@ -272,6 +274,68 @@ impl RuntimeConfig {
     pub const DEFAULT_MAX_MEMORY_MIB: u64 = 512;
     /// Default of `max_concurrency`.
     pub const DEFAULT_MAX_CONCURRENCY: u32 = 256;
+}
+
+/// `[telemetry]`: OpenTelemetry trace export.
+///
+/// Every input (a consumed record or an HTTP request) is one span of the trace its
+/// `traceparent` names. Without an endpoint, the trace id is only in the log lines.
+///
+/// ```toml
+/// [telemetry]
+/// otlp_endpoint = "http://127.0.0.1:4318"
+/// service_name = "coolstore"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// Base URL of an OTLP/HTTP collector (`otlp_endpoint`): `http://host:port[/path]`,
+    /// spans are posted to `<it>/v1/traces` as protobuf. Default `None`: the environment
+    /// variable [`TelemetryConfig::ENDPOINT_ENV`] if set, else no export.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans (`service_name`). Default `eventhost`.
+    pub service_name: String,
+}
+
+impl TelemetryConfig {
+    /// Default of `service_name`.
+    pub const DEFAULT_SERVICE_NAME: &str = "eventhost";
+    /// OpenTelemetry's standard variable for the collector, used when `otlp_endpoint` is not
+    /// set, so a host started by tooling that sets it exports without a config change.
+    pub const ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    /// Where the spans of a collector at `endpoint` (a checked base URL) are posted.
+    pub const TRACES_PATH: &str = "/v1/traces";
+
+    /// The base URL `text` with no trailing slash, or why it is not one this host can export
+    /// to: plain `http://` with a host (TLS goes through a collector beside the host), no
+    /// query, and not already the traces path.
+    pub fn check_endpoint(text: &str) -> Result<String, String> {
+        let expected = "expected the base URL of an OTLP/HTTP collector such as \
+                        \"http://127.0.0.1:4318\"";
+        let uri: http::Uri = text
+            .parse()
+            .map_err(|_| format!("invalid URL {text:?}, {expected}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "{text:?} uses https, expected http: spans are sent unencrypted, to a \
+                     collector on the same host or network that forwards them over TLS"
+                ));
+            }
+            _ => return Err(format!("invalid URL {text:?}, {expected}")),
+        }
+        if uri.host().is_none_or(str::is_empty) || uri.query().is_some() {
+            return Err(format!("invalid URL {text:?}, {expected}"));
+        }
+        let base = text.trim_end_matches('/');
+        if base.ends_with(Self::TRACES_PATH) {
+            return Err(format!(
+                "{text:?} ends in {}, which the host adds itself: {expected}",
+                Self::TRACES_PATH
+            ));
+        }
+        Ok(base.to_string())
+    }
 }
 
 /// `[[topic]]`: a topic the host creates if missing.

@@ -26,7 +26,8 @@ use super::toml_error;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
-    /// The main file; where `[server]`, `[bus]`, `[state]` and `[runtime]` come from.
+    /// The main file; where `[server]`, `[bus]`, `[state]`, `[runtime]` and `[telemetry]`
+    /// come from.
     #[serde(skip)]
     pub(crate) source: Arc<Source>,
     #[serde(default)]
@@ -36,6 +37,8 @@ pub(crate) struct RawConfig {
     pub(crate) state: RawState,
     #[serde(default)]
     pub(crate) runtime: RawRuntime,
+    #[serde(default)]
+    pub(crate) telemetry: RawTelemetry,
     #[serde(default)]
     pub(crate) topic: Vec<RawTopic>,
     #[serde(default)]
@@ -105,6 +108,14 @@ pub(crate) struct RawRuntime {
     pub(crate) max_memory_mib: Option<Spanned<u64>>,
     pub(crate) max_concurrency: Option<Spanned<u32>>,
     pub(crate) cache_dir: Option<Spanned<String>>,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    pub(crate) otlp_endpoint: Option<Spanned<String>>,
+    pub(crate) service_name: Option<Spanned<String>>,
 }
 
 /// `[[topic]]`
@@ -276,7 +287,7 @@ impl RawConfig {
     }
 
     /// Adds the topics, plugins, subscriptions and routes of `other` (e.g. a drop-in file) to
-    /// `self`. Its `[server]`, `[bus]`, `[state]` and `[runtime]` are ignored; a drop-in
+    /// `self`. Its `[server]`, `[bus]`, `[state]`, `[runtime]` and `[telemetry]` are ignored; a drop-in
     /// format should reject them before merging. A plugin defined in both is an error that
     /// points at the second definition.
     pub(crate) fn merge(&mut self, other: Self) -> Result<(), ConfigError> {

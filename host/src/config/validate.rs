@@ -14,8 +14,10 @@ use serde_spanned::Spanned;
 
 use super::bindings;
 use super::error::ConfigError;
-use super::model::{BusConfig, Config, KafkaConfig, RuntimeConfig, ServerConfig, StateConfig};
-use super::raw::{RawBus, RawConfig, RawRuntime, RawServer, Scalar};
+use super::model::{
+    BusConfig, Config, KafkaConfig, RuntimeConfig, ServerConfig, StateConfig, TelemetryConfig,
+};
+use super::raw::{RawBus, RawConfig, RawRuntime, RawServer, RawTelemetry, Scalar};
 use super::source::{Source, base_dir, quote_key};
 
 /// Validates `raw` (the main file, with any drop-in tables already merged into it) as the
@@ -35,6 +37,7 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigErro
         )?,
     };
     let runtime = runtime(&raw.runtime, main, dir)?;
+    let telemetry = telemetry(&raw.telemetry, main)?;
     let mut topics = bindings::topics(&raw.topic)?;
     let plugins = bindings::plugins(&raw.plugin, &runtime, &topics)?;
     let subscriptions = bindings::subscriptions(&raw.subscription, &plugins, &mut topics)?;
@@ -45,6 +48,7 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigErro
         bus,
         state,
         runtime,
+        telemetry,
         topics,
         plugins,
         subscriptions,
@@ -216,6 +220,24 @@ fn runtime(raw: &RawRuntime, src: &Source, dir: &Path) -> Result<RuntimeConfig, 
     })
 }
 
+fn telemetry(raw: &RawTelemetry, src: &Source) -> Result<TelemetryConfig, ConfigError> {
+    let otlp_endpoint = match &raw.otlp_endpoint {
+        Some(endpoint) => Some(
+            TelemetryConfig::check_endpoint(endpoint.get_ref())
+                .map_err(|why| src.error(endpoint.span(), "telemetry.otlp_endpoint", why))?,
+        ),
+        None => None,
+    };
+    let service_name = match &raw.service_name {
+        Some(name) => non_empty(src, "telemetry.service_name", name)?,
+        None => TelemetryConfig::DEFAULT_SERVICE_NAME.to_owned(),
+    };
+    Ok(TelemetryConfig {
+        otlp_endpoint,
+        service_name,
+    })
+}
+
 fn first_span<K, V>(map: &BTreeMap<Spanned<K>, V>) -> Option<Range<usize>> {
     map.keys().map(Spanned::span).min_by_key(|span| span.start)
 }
@@ -363,6 +385,13 @@ mod tests {
             "e.toml:4:21: bus.options.\"x.y\": invalid type: float, \
              expected a string, integer or boolean"
         );
+    }
+
+    #[test]
+    fn telemetry_exports_nothing_unless_asked() {
+        let config = Config::parse("", Path::new("e.toml")).expect("an empty config is valid");
+        assert_eq!(config.telemetry.otlp_endpoint, None);
+        assert_eq!(config.telemetry.service_name, "eventhost");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::{Dispatcher, Input, InputError};
 use crate::bus::{BusError, Finish, Handled, Record, RecordHandler};
 use crate::error::Chain;
 use crate::runtime::{Delivery, LoadedPlugin, Message, OutMessage, Runtime};
+use crate::telemetry::{InputSource, InputSpan};
 
 /// What the dispatcher needs to know about one subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +104,15 @@ impl Dispatcher {
                     .map(|(_, value)| value.as_slice()),
             ),
         };
+        let source = InputSource::Record {
+            topic: &record.topic,
+            group: &settings.group,
+            partition: record.partition,
+            offset: record.offset,
+            key: record.key.as_deref(),
+        };
+        // One span from the first attempt to the outcome, whatever happens in between.
+        let traced = self.telemetry.input(&input.span, &settings.plugin, source);
         let mut attempt = 1;
         let mut outage_delay = settings.backoff;
         loop {
@@ -112,15 +122,14 @@ impl Dispatcher {
                 async move { runtime.handle_message(&loaded, &delivery, label).await }.boxed()
             };
             let error = match self.run(&input, &call).await {
-                Ok(((), committing)) => return self.finish(sub, record, attempt, committing),
+                Ok(((), committing)) => {
+                    return self.finish(sub, record, attempt, committing, traced);
+                }
                 Err(error) => error,
             };
-            let handled = match error {
-                InputError::ShuttingDown => Some(Handled::Stop),
-                _ => None,
-            };
-            if let Some(handled) = handled {
-                return Finish::now(handled);
+            if let InputError::ShuttingDown = error {
+                self.end_span(traced, &settings.plugin, Some(&error));
+                return Finish::now(Handled::Stop);
             }
             self.finished(&settings.plugin, &settings.topic, Some(&error));
             tracing::warn!(plugin = %settings.plugin, input = %input.label, trace_id = %input.span.trace_id(),
@@ -132,17 +141,20 @@ impl Dispatcher {
                 // Meanwhile the subscription shows as stalled.
                 self.set_stalled(settings, Some(error.to_string()));
                 if !sub.pause(outage_delay).await {
+                    self.end_span(traced, &settings.plugin, Some(&error));
                     return Finish::now(Handled::Stop);
                 }
                 outage_delay = (outage_delay * 2).min(settings.max_backoff);
                 continue;
             }
             if !error.is_retryable() || attempt >= settings.attempts {
+                self.end_span(traced, &settings.plugin, Some(&error));
                 return Finish::now(self.dead_letter(&sub, &record, &error, attempt).await);
             }
             attempt += 1;
             self.metrics.retry(&settings.plugin, &settings.topic);
             if !sub.pause(settings.delay_before(attempt)).await {
+                self.end_span(traced, &settings.plugin, Some(&error));
                 return Finish::now(Handled::Stop);
             }
         }
@@ -155,6 +167,7 @@ impl Dispatcher {
         record: Record,
         attempt: u32,
         committing: Committing,
+        traced: InputSpan,
     ) -> Finish {
         Finish::later(async move {
             let settings = &sub.settings;
@@ -163,13 +176,20 @@ impl Dispatcher {
                     sub.outages.store(0, Ordering::Relaxed);
                     self.set_stalled(settings, None);
                     self.finished(&settings.plugin, &settings.topic, None);
+                    self.end_span(traced, &settings.plugin, None);
                     return Handled::Commit;
                 }
                 // An earlier input this one may have read from did not commit: run again.
-                Err(CommitError::Superseded | CommitError::Conflict) => return Handled::Rerun,
+                Err(CommitError::Superseded | CommitError::Conflict) => {
+                    if traced.is_recording() {
+                        traced.end_for_rerun(&self.version(&settings.plugin));
+                    }
+                    return Handled::Rerun;
+                }
                 Err(e) => InputError::from(e),
             };
             self.finished(&settings.plugin, &settings.topic, Some(&error));
+            self.end_span(traced, &settings.plugin, Some(&error));
             let input = format!("{}/{}@{}", record.topic, record.partition, record.offset);
             tracing::warn!(plugin = %settings.plugin, input = %input, kind = error.kind(), "input failed: {}", Chain(&error));
             if matches!(error, InputError::Refused(_)) {

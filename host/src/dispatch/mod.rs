@@ -35,6 +35,7 @@ use crate::runtime::{
     Failure, HttpRequest, HttpResponse, Invocation, InvokeError, LoadedPlugin, Registry, Runtime,
 };
 use crate::state::PendingStore;
+use crate::telemetry::{InputSource, InputSpan, Telemetry};
 
 /// One run of a handler on a fresh instance, as the dispatcher drives it.
 type Call<T> = BoxFuture<'static, Invocation<Result<T, Failure>>>;
@@ -105,6 +106,23 @@ impl InputError {
         )
     }
 
+    /// The status an HTTP request that failed this way is answered with.
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            InputError::Failed(Failure::Invalid(_)) => StatusCode::BAD_REQUEST,
+            InputError::Invoke(InvokeError::Timeout(_))
+            | InputError::NoPlugin(_)
+            | InputError::Overloaded(_)
+            | InputError::Commit(_)
+            | InputError::Conflict
+            | InputError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            InputError::Invoke(_)
+            | InputError::Refused(_)
+            | InputError::Failed(Failure::Retry(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
     /// A one-word kind for headers and metrics: one of [`ERROR_KINDS`].
     pub fn kind(&self) -> &'static str {
         match self {
@@ -159,6 +177,7 @@ pub struct Dispatcher {
     /// Subscriptions that cannot make progress (name → why), e.g. waiting out an outage.
     stalled: Mutex<BTreeMap<String, String>>,
     metrics: Arc<Metrics>,
+    telemetry: Telemetry,
 }
 
 /// What the dispatcher knows of one input while it runs it.
@@ -195,7 +214,18 @@ impl Dispatcher {
             admission: Admission::new(max_instances),
             stalled: Mutex::default(),
             metrics,
+            telemetry: Telemetry::off(),
         }
+    }
+
+    /// Exports each input as a span through `telemetry`.
+    pub fn with_telemetry(self, telemetry: Telemetry) -> Self {
+        Dispatcher { telemetry, ..self }
+    }
+
+    /// The host's trace export.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// The host's metrics.
@@ -240,6 +270,12 @@ impl Dispatcher {
             label: format!("{} {}", request.method, request.path).into(),
             span: Span::continuing(parent),
         };
+        let source = InputSource::Http {
+            method: &request.method,
+            route: &request.route,
+            path: &request.path,
+        };
+        let mut traced = self.telemetry.input(&input.span, plugin, source);
         let request = Arc::new(request);
         let call = move |runtime: Arc<Runtime>, loaded: Arc<LoadedPlugin>, label| {
             let request = request.clone();
@@ -259,7 +295,25 @@ impl Dispatcher {
             break;
         }
         self.finished(plugin, "http", result.as_ref().err());
+        traced.http_status(match &result {
+            Ok(response) => response.status,
+            Err(error) => error.http_status().as_u16(),
+        });
+        self.end_span(traced, plugin, result.as_ref().err());
         result
+    }
+
+    /// Ends the span of an input of `plugin` that committed (`None`) or failed for good.
+    fn end_span(&self, traced: InputSpan, plugin: &str, error: Option<&InputError>) {
+        if traced.is_recording() {
+            traced.end(&self.version(plugin), error);
+        }
+    }
+
+    /// The version of `plugin` now serving, `-` when none is.
+    fn version(&self, plugin: &str) -> String {
+        let version = self.registry.get(plugin).map(|p| p.info.version.clone());
+        version.unwrap_or_else(|| "-".into())
     }
 
     /// Counts an input that committed (`None`) or failed.
@@ -274,9 +328,8 @@ impl Dispatcher {
                 error.kind()
             }
         };
-        let version = self.registry.get(plugin).map(|p| p.info.version.clone());
-        let version = version.as_deref().unwrap_or("-");
-        self.metrics.input(plugin, version, source, outcome);
+        self.metrics
+            .input(plugin, &self.version(plugin), source, outcome);
     }
 
     /// Runs `call` on a fresh instance of `plugin` until its commit is past the first stage,

@@ -11,6 +11,8 @@ pub const TRACEPARENT: &str = "traceparent";
 pub struct Span {
     trace_id: [u8; 16],
     span_id: [u8; 8],
+    /// The span of the record or request that caused the input; `None` for a new trace.
+    parent_id: Option<[u8; 8]>,
     sampled: bool,
 }
 
@@ -20,17 +22,39 @@ impl Span {
     pub fn continuing(parent: Option<&[u8]>) -> Span {
         let span_id = random_span_id();
         match parent.and_then(parse) {
-            Some((trace_id, sampled)) => Span {
+            Some((trace_id, parent_id, sampled)) => Span {
                 trace_id,
                 span_id,
+                parent_id: Some(parent_id),
                 sampled,
             },
             None => Span {
                 trace_id: *uuid::Uuid::new_v4().as_bytes(),
                 span_id,
+                parent_id: None,
                 sampled: true,
             },
         }
+    }
+
+    /// The trace id as bytes.
+    pub fn trace_id_bytes(&self) -> [u8; 16] {
+        self.trace_id
+    }
+
+    /// This input's span id, the one its messages name as their parent.
+    pub fn span_id(&self) -> [u8; 8] {
+        self.span_id
+    }
+
+    /// The span id of the record or request that caused the input, when it carried one.
+    pub fn parent_id(&self) -> Option<[u8; 8]> {
+        self.parent_id
+    }
+
+    /// Whether the trace is sampled: an unsampled one is traced in logs but not exported.
+    pub fn sampled(&self) -> bool {
+        self.sampled
     }
 
     /// The trace id, 32 lower-case hex digits.
@@ -45,8 +69,8 @@ impl Span {
     }
 }
 
-/// The trace id and sampled flag of a valid version-00 `traceparent`.
-fn parse(value: &[u8]) -> Option<([u8; 16], bool)> {
+/// The trace id, parent span id and sampled flag of a valid version-00 `traceparent`.
+fn parse(value: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
     let text = std::str::from_utf8(value).ok()?.trim();
     let mut parts = text.split('-');
     let (version, trace, parent, flags) =
@@ -61,7 +85,7 @@ fn parse(value: &[u8]) -> Option<([u8; 16], bool)> {
     if trace_id == [0; 16] || parent == [0; 8] {
         return None;
     }
-    Some((trace_id, flags & 1 == 1))
+    Some((trace_id, parent, flags & 1 == 1))
 }
 
 fn random_span_id() -> [u8; 8] {
@@ -99,6 +123,8 @@ mod tests {
         assert!(header.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(header.ends_with("-01"));
         assert_ne!(header, PARENT, "a new span id");
+        assert_eq!(span.parent_id(), Some(0x00f067aa0ba902b7_u64.to_be_bytes()));
+        assert_eq!(header[36..52], hex(&span.span_id()));
         // And its children continue the same trace.
         let child = Span::continuing(Some(header.as_bytes()));
         assert_eq!(child.trace_id(), span.trace_id());
@@ -121,6 +147,7 @@ mod tests {
                 "{parent:?}"
             );
             assert_eq!(span.trace_id().len(), 32);
+            assert_eq!(span.parent_id(), None, "{parent:?}");
             assert!(parse(span.traceparent().as_bytes()).is_some());
         }
     }

@@ -274,51 +274,37 @@ fn to_response(response: HttpResponse) -> Response {
 /// Maps an input's failure to a status. Client errors carry the plugin's message; server
 /// errors are logged in full and answered with a message that leaks no internals.
 fn plugin_error(plugin: &str, input: &str, error: InputError) -> ApiError {
-    let (status, message) = match &error {
+    let status = error.http_status();
+    let message = match &error {
         InputError::Failed(Failure::Invalid(why)) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, why.clone());
+            return ApiError::new(status, why.clone());
         }
-        InputError::Invoke(InvokeError::Timeout(limit)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "plugin {plugin} did not answer within its limit of {} ms",
-                limit.as_millis()
-            ),
+        InputError::Invoke(InvokeError::Timeout(limit)) => format!(
+            "plugin {plugin} did not answer within its limit of {} ms",
+            limit.as_millis()
         ),
-        InputError::NoPlugin(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("plugin {plugin} is not loaded"),
-        ),
+        InputError::NoPlugin(_) => format!("plugin {plugin} is not loaded"),
         InputError::Overloaded(overloaded) => {
             return ApiError {
                 retry_after: Some(crate::dispatch::RETRY_AFTER),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("plugin {plugin} is busy: {overloaded}"),
-                )
+                ..ApiError::new(status, format!("plugin {plugin} is busy: {overloaded}"))
             };
         }
-        InputError::Commit(_) | InputError::Conflict | InputError::ShuttingDown => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the request's effects could not be applied; nothing was changed, try again"
-                .to_string(),
-        ),
-        InputError::Invoke(InvokeError::InvalidResponse(_)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("plugin {plugin} returned an invalid response; nothing was changed"),
-        ),
-        InputError::Invoke(InvokeError::Budget(exceeded)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("plugin {plugin} went {exceeded}; nothing was changed"),
-        ),
-        InputError::Refused(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("plugin {plugin} sent a message the bus refused; nothing was changed"),
-        ),
-        InputError::Failed(Failure::Retry(_)) | InputError::Invoke(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("plugin {plugin} failed to handle the request"),
-        ),
+        InputError::Commit(_) | InputError::Conflict | InputError::ShuttingDown => {
+            "the request's effects could not be applied; nothing was changed, try again".to_string()
+        }
+        InputError::Invoke(InvokeError::InvalidResponse(_)) => {
+            format!("plugin {plugin} returned an invalid response; nothing was changed")
+        }
+        InputError::Invoke(InvokeError::Budget(exceeded)) => {
+            format!("plugin {plugin} went {exceeded}; nothing was changed")
+        }
+        InputError::Refused(_) => {
+            format!("plugin {plugin} sent a message the bus refused; nothing was changed")
+        }
+        InputError::Failed(Failure::Retry(_)) | InputError::Invoke(_) => {
+            format!("plugin {plugin} failed to handle the request")
+        }
     };
     tracing::warn!(plugin = %plugin, input = %input, kind = error.kind(), "input failed: {}", Chain(&error));
     ApiError::new(status, message)

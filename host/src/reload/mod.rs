@@ -111,10 +111,11 @@ async fn apply(main_config: &Path, deployment: &Deployment) {
         && (current.server != config.server
             || current.bus != config.bus
             || current.state != config.state
-            || current.runtime != config.runtime)
+            || current.runtime != config.runtime
+            || current.telemetry != config.telemetry)
     {
         tracing::warn!(
-            "changes to [server], [bus], [state] or [runtime] take effect at the next start"
+            "changes to [server], [bus], [state], [runtime] or [telemetry] take effect at the next start"
         );
     }
     let report = deployment.apply(config).await;
