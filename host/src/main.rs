@@ -340,12 +340,13 @@ async fn run(
             return ExitCode::FAILURE;
         }
     };
+    // Before the address is announced: whoever reads it may stop the host at once.
+    spawn_signal_handler(running.shutdown_token());
     println!("eventhost listening on http://{}", running.addr);
     print!("{summary}");
     if let Some(hint) = try_hint(&config_for_hint, running.addr) {
         println!("{hint}");
     }
-    spawn_signal_handler(running.shutdown_token());
     finish(running).await
 }
 
@@ -486,18 +487,24 @@ fn new(lang: eventhost::scaffold::Language, name: &str, parent: &std::path::Path
     }
 }
 
+/// Cancels `shutdown` on the first SIGINT or SIGTERM. Both are registered before this returns,
+/// so a signal sent right after start-up stops the host cleanly instead of killing it.
 fn spawn_signal_handler(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (int, term) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(int), Ok(term)) => (int, term),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot listen for SIGINT and SIGTERM: {e}");
+            return;
+        }
+    };
+    let (mut int, mut term) = (int, term);
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(e) => {
-                    tracing::error!("cannot listen for SIGTERM: {e}");
-                    return;
-                }
-            };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
             _ = term.recv() => tracing::info!("SIGTERM received"),
         }
         shutdown.cancel();
