@@ -4,7 +4,8 @@
 //! request with its body.
 //!
 //! Templates live in `host/templates/<lang>`; every folder also gets a copy of the contract
-//! (`wit/`), and the Python, Go and C ones the toolchain installer (`tools.sh`).
+//! (`wit/`), the Rust one the SDK (`vendor/sdk`), and the Python, Go and C ones the toolchain
+//! installer (`tools.sh`).
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,7 @@ use anyhow::{Context as _, bail};
 /// The languages a plugin can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Language {
-    /// Rust with wit-bindgen.
+    /// Rust with the repository's SDK (wit-bindgen bindings and one export macro).
     Rust,
     /// JavaScript with componentize-js.
     Js,
@@ -55,6 +56,31 @@ fn files(language: Language) -> Vec<(&'static str, &'static str)> {
             ("Cargo.toml", include_str!("../templates/rust/Cargo.toml")),
             ("src/lib.rs", include_str!("../templates/rust/lib.rs")),
             ("build.sh", include_str!("../templates/rust/build.sh")),
+            // The SDK, as the repository's plugins use it; it reads the contract in ../../wit.
+            (
+                "vendor/sdk/Cargo.toml",
+                include_str!("../../plugins/sdk/Cargo.toml"),
+            ),
+            (
+                "vendor/sdk/src/lib.rs",
+                include_str!("../../plugins/sdk/src/lib.rs"),
+            ),
+            (
+                "vendor/sdk/src/bindings.rs",
+                include_str!("../../plugins/sdk/src/bindings.rs"),
+            ),
+            (
+                "vendor/sdk/src/export.rs",
+                include_str!("../../plugins/sdk/src/export.rs"),
+            ),
+            (
+                "vendor/sdk/src/http.rs",
+                include_str!("../../plugins/sdk/src/http.rs"),
+            ),
+            (
+                "vendor/sdk/src/fake.rs",
+                include_str!("../../plugins/sdk/src/fake.rs"),
+            ),
         ],
         Language::Js => vec![
             ("app.js", include_str!("../templates/js/app.js")),

@@ -20,6 +20,8 @@ pub struct HostTuning {
     pub bus_options: String,
     /// The plugin's `processing_delay_ms`: 0 as shipped, 5000 for the workshop's card processing.
     pub processing_delay_ms: u64,
+    /// The plugin's `limits.memory_mib`: 32 as shipped; the interpreters' heaps need 64.
+    pub memory_mib: u32,
 }
 
 /// What the host needs to run a scenario.
@@ -148,7 +150,7 @@ partitions = {partitions}
 path = "{plugin}"
 publish = ["{output}"]
 config = {{ processing_delay_ms = {delay}, payments_topic = "{output}" }}
-limits = {{ memory_mib = 32, timeout_ms = 10000 }}
+limits = {{ memory_mib = {memory_mib}, timeout_ms = 10000 }}
 
 [[subscription]]
 topic = "{input}"
@@ -160,6 +162,7 @@ retry = {{ attempts = 5, backoff_ms = 200 }}
         bootstrap = run.bootstrap,
         plugin = run.plugin.display(),
         delay = tuning.processing_delay_ms,
+        memory_mib = tuning.memory_mib,
         group = run.group,
         subscription_extra = tuning.subscription_extra,
     )

@@ -14,6 +14,10 @@
 //!    orders one at a time, then an open-loop producer at half the native maximum; each order's
 //!    latency runs from its produce call to its result being seen by a consumer.
 //!
+//! 3. Languages (by default on 3 partitions, at-least-once): the host's throughput with the
+//!    payment plugin in each language (`plugins/dist/payment-{c,go,js,py}.wasm`), as a ratio to
+//!    the Rust plugin measured the same way in the same run (`languages.rs`).
+//!
 //! Results: a Markdown table on stdout and `target/bench/pipeline.json`. Settings (env):
 //! - `EVENTHOST_BENCH_ORDERS` (100000): orders per throughput run (a native run then lasts
 //!   about 1.5 s);
@@ -25,6 +29,10 @@
 //! - `EVENTHOST_BENCH_SUB_EXTRA` (`concurrency = 64`, as the coolstore ships; empty for one
 //!   input at a time), `EVENTHOST_BENCH_BUS_OPTIONS`: TOML lines added to the host's
 //!   `[[subscription]]` and `[bus.options]` (e.g. `"linger.ms" = 0`);
+//! - `EVENTHOST_BENCH_LANGUAGES` (rust,c,go,js,python; empty skips them) on
+//!   `EVENTHOST_BENCH_LANGUAGE_PARTITIONS` (3), with `EVENTHOST_BENCH_LANGUAGE_ORDERS` (20000)
+//!   orders for the compiled languages and `EVENTHOST_BENCH_INTERPRETED_ORDERS` (3000) for
+//!   JavaScript and Python, whose runs would otherwise last minutes (each stops at the window);
 //! - `EVENTHOST_BENCH_HOST_EXACTLY_ONCE=1`: the host has `[bus] exactly_once`; run its rows
 //!   (otherwise they say "not available");
 //! - `EVENTHOST_BENCH_SLOW_ORDERS` (100; 0 skips it): also time that many orders with the
@@ -34,13 +42,14 @@
 
 mod broker;
 mod host;
+mod languages;
 mod measure;
 mod native;
 mod orders;
 mod report;
 mod settings;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -100,6 +109,13 @@ impl Worker {
     }
 }
 
+/// What a throughput run drains and, for the host, which component does the work.
+struct Workload<'a> {
+    plugin: &'a Path,
+    orders: usize,
+    tuning: &'a HostTuning,
+}
+
 /// Everything a run needs: settings, the broker, the host binary and the plugin.
 struct Bench {
     settings: Settings,
@@ -121,13 +137,22 @@ fn unique_run(label: &str) -> String {
 }
 
 impl Bench {
+    /// The workload of the main rows: the Rust payment plugin as the coolstore ships it.
+    fn shipped(&self) -> Workload<'_> {
+        Workload {
+            plugin: &self.plugin,
+            orders: self.settings.orders,
+            tuning: &self.settings.tuning,
+        }
+    }
+
     fn start_worker(
         &self,
         side: Side,
         guarantee: Guarantee,
         topics: &Topics,
         group: &str,
-        tuning: &HostTuning,
+        workload: &Workload<'_>,
     ) -> anyhow::Result<Worker> {
         Ok(match side {
             Side::Native => Worker::Native(NativeWorker::start(
@@ -138,12 +163,12 @@ impl Bench {
             )),
             Side::Eventhost => Worker::Eventhost(EventhostProcess::start(&HostRun {
                 binary: &self.host_binary,
-                plugin: &self.plugin,
+                plugin: workload.plugin,
                 bootstrap: &self.broker.bootstrap,
                 topics,
                 group,
                 guarantee,
-                tuning,
+                tuning: workload.tuning,
             })?),
         })
     }
@@ -154,16 +179,16 @@ impl Bench {
         side: Side,
         guarantee: Guarantee,
         partitions: i32,
+        workload: &Workload<'_>,
     ) -> anyhow::Result<Throughput> {
         let run = unique_run(&format!("{side:?}-{partitions}p").to_lowercase());
         let topics = self.broker.fresh_topics(&run, partitions)?;
-        let orders: Vec<_> = (0..self.settings.orders)
+        let orders: Vec<_> = (0..workload.orders)
             .map(|n| orders::order(&run, n))
             .collect();
         self.producer.produce_all(&topics.input, &orders)?;
         let watcher = Watcher::start(&self.broker, &topics, guarantee)?;
-        let mut worker =
-            self.start_worker(side, guarantee, &topics, &run, &self.settings.tuning)?;
+        let mut worker = self.start_worker(side, guarantee, &topics, &run, workload)?;
         let window = Duration::from_secs(self.settings.window_s);
         let measured = measure::throughput(&watcher, &mut worker, orders.len(), window);
         drop(worker);
@@ -189,8 +214,7 @@ impl Bench {
         let run = unique_run(&format!("{side:?}-{partitions}p-latency").to_lowercase());
         let topics = self.broker.fresh_topics(&run, partitions)?;
         let watcher = Watcher::start(&self.broker, &topics, guarantee)?;
-        let mut worker =
-            self.start_worker(side, guarantee, &topics, &run, &self.settings.tuning)?;
+        let mut worker = self.start_worker(side, guarantee, &topics, &run, &self.shipped())?;
         let mut probe = Probe {
             producer: &self.producer,
             topic: &topics.input,
@@ -226,12 +250,16 @@ impl Bench {
             processing_delay_ms: 5000,
             ..self.settings.tuning.clone()
         };
+        let workload = Workload {
+            tuning: &tuning,
+            ..self.shipped()
+        };
         let mut worker = self.start_worker(
             Side::Eventhost,
             Guarantee::AtLeastOnce,
             &topics,
             &run,
-            &tuning,
+            &workload,
         )?;
         let started = Instant::now();
         let deadline = started + Duration::from_secs(self.settings.slow_timeout_s);
@@ -261,7 +289,7 @@ impl Bench {
 }
 
 /// The first result a worker published must be what the native decision gives for that order:
-/// both sides do the same work, byte for byte.
+/// both sides do the same work, byte for byte (but for the other languages' stamp on `rules`).
 fn check_sample(watcher: &Watcher, orders: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
     let (id, value) = watcher.sample().context("no result to check")?;
     let (_, order) = orders
@@ -269,7 +297,7 @@ fn check_sample(watcher: &Watcher, orders: &[(String, Vec<u8>)]) -> anyhow::Resu
         .find(|(order_id, _)| *order_id == id)
         .with_context(|| format!("a result for an order never sent: {id}"))?;
     let expected = orders::decide(order).context("a sent order is not an order")?;
-    if value != expected {
+    if without_language_stamp(&value) != expected {
         bail!(
             "the results differ for order {id}:\n  published {}\n  native    {}",
             String::from_utf8_lossy(&value),
@@ -277,6 +305,22 @@ fn check_sample(watcher: &Watcher, orders: &[(String, Vec<u8>)]) -> anyhow::Resu
         );
     }
     Ok(())
+}
+
+/// The result with `"rules":"c-v1"` (as the C, Go, JavaScript and Python plugins stamp it) read
+/// as the Rust plugin's `"rules":"v1"`.
+fn without_language_stamp(value: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(value);
+    const RULES: &str = "\"rules\":\"";
+    let Some(start) = text.find(RULES).map(|at| at + RULES.len()) else {
+        return value.to_vec();
+    };
+    match text[start..].find(['-', '"']) {
+        Some(dash) if text[start + dash..].starts_with('-') => {
+            format!("{}{}", &text[..start], &text[start + dash + 1..]).into_bytes()
+        }
+        _ => value.to_vec(),
+    }
 }
 
 /// The best of `rounds` throughput runs of each side, alternating native and eventhost so both
@@ -289,13 +333,14 @@ fn throughput_row(
     let host_available = guarantee == Guarantee::AtLeastOnce || bench.settings.host_exactly_once;
     let mut native: Option<Throughput> = None;
     let mut eventhost: Option<Throughput> = None;
+    let shipped = bench.shipped();
     for _ in 0..bench.settings.rounds {
         native = best(
             native,
-            bench.throughput(Side::Native, guarantee, partitions)?,
+            bench.throughput(Side::Native, guarantee, partitions, &shipped)?,
         );
         if host_available {
-            let run = bench.throughput(Side::Eventhost, guarantee, partitions)?;
+            let run = bench.throughput(Side::Eventhost, guarantee, partitions, &shipped)?;
             eventhost = best(eventhost, run);
         }
     }
@@ -330,16 +375,13 @@ fn latency_row(bench: &Bench, throughput: &ThroughputRow) -> anyhow::Result<Late
 
 fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let plugin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/payment.wasm");
-    if !plugin.exists() {
-        bail!("{} is missing: run make plugins", plugin.display());
-    }
+    let plugin = languages::component("payment.wasm")?;
     let broker = Broker::connect(&settings.bootstrap)?;
     let bench = Bench {
         producer: broker.order_producer()?,
         broker,
         host_binary: host::release_binary()?,
-        plugin: plugin.canonicalize()?,
+        plugin,
         settings,
     };
     let mut report = Report::new(&bench.settings);
@@ -351,6 +393,9 @@ fn main() -> anyhow::Result<()> {
             }
             report.throughput.push(row);
         }
+    }
+    if !bench.settings.languages.is_empty() {
+        report.languages = Some(languages::rows(&bench)?);
     }
     if let Some(count) = bench.settings.slow_orders {
         eprintln!("  {count} orders with a 5 s processing delay ...");

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::Guarantee;
+use crate::languages::LanguageRow;
 use crate::measure::{Latency, Throughput};
 use crate::settings::Settings;
 
@@ -19,6 +20,7 @@ pub struct Report {
     settings: Settings,
     pub throughput: Vec<ThroughputRow>,
     pub latency: Vec<LatencyRow>,
+    pub languages: Option<Vec<LanguageRow>>,
     pub slow: Option<SlowRun>,
 }
 
@@ -119,6 +121,7 @@ impl Report {
             settings: settings.clone(),
             throughput: Vec::new(),
             latency: Vec::new(),
+            languages: None,
             slow: None,
         }
     }
@@ -152,10 +155,37 @@ impl Report {
         if !self.latency.is_empty() {
             self.latency_table(&mut out);
         }
+        if let Some(languages) = &self.languages {
+            self.languages_table(languages, &mut out);
+        }
         if let Some(slow) = &self.slow {
             slow.describe(&mut out);
         }
         out
+    }
+
+    fn languages_table(&self, rows: &[LanguageRow], out: &mut String) {
+        let s = &self.settings;
+        let _ = writeln!(
+            out,
+            "\nThe payment plugin in each language, eventhost, at-least-once, {} partitions \
+             ({} orders per run for Rust, C and Go, {} for JavaScript and Python, or {} s after \
+             the first result; limits.memory_mib = 64 for all; best of {} runs):\n",
+            s.language_partitions, s.language_orders, s.interpreted_orders, s.window_s, s.rounds
+        );
+        out.push_str("| language | component | events/s | vs Rust |\n");
+        out.push_str("|---|---|---|---|\n");
+        for row in rows {
+            let ratio = row.ratio_to_rust.map_or("—".into(), |r| format!("{r:.3}×"));
+            let _ = writeln!(
+                out,
+                "| {} | {} ({:.2} MB) | {} | {ratio} |",
+                row.language,
+                row.component,
+                row.bytes as f64 / 1e6,
+                rate(&row.eventhost)
+            );
+        }
     }
 
     fn throughput_table(&self, out: &mut String) {

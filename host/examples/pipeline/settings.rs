@@ -29,6 +29,11 @@ pub struct Settings {
     pub tuning: HostTuning,
     pub subscription_extra: String,
     pub bus_options: String,
+    /// The payment plugin's languages to compare, in order (`rust` first gives the ratios).
+    pub languages: Vec<String>,
+    pub language_partitions: i32,
+    pub language_orders: usize,
+    pub interpreted_orders: usize,
 }
 
 impl Settings {
@@ -38,6 +43,7 @@ impl Settings {
             subscription_extra: env_text("EVENTHOST_BENCH_SUB_EXTRA", "concurrency = 64"),
             bus_options: env_text("EVENTHOST_BENCH_BUS_OPTIONS", ""),
             processing_delay_ms: 0,
+            memory_mib: 32,
         };
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
@@ -63,6 +69,14 @@ impl Settings {
             },
             slow_timeout_s: env_number("EVENTHOST_BENCH_SLOW_TIMEOUT_S", 120)?,
             output: std::env::var_os("EVENTHOST_BENCH_OUTPUT").map_or(default_output, Into::into),
+            languages: env_text("EVENTHOST_BENCH_LANGUAGES", "rust,c,go,js,python")
+                .split(',')
+                .map(|name| name.trim().to_string())
+                .filter(|name| !name.is_empty())
+                .collect(),
+            language_partitions: env_number("EVENTHOST_BENCH_LANGUAGE_PARTITIONS", 3)?,
+            language_orders: env_number("EVENTHOST_BENCH_LANGUAGE_ORDERS", 20_000)?,
+            interpreted_orders: env_number("EVENTHOST_BENCH_INTERPRETED_ORDERS", 3_000)?,
             subscription_extra: tuning.subscription_extra.clone(),
             bus_options: tuning.bus_options.clone(),
             tuning,

@@ -14,27 +14,14 @@ mod api;
 mod order;
 mod pricing;
 
-#[allow(unsafe_code)] // the generated glue is unsafe by nature
-mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "http-plugin" });
-    sdk::bind!();
+use sdk::{Failure, Host, HttpHandler, Request, Response};
 
-    // Exported names contain `:`, which a native build (the unit tests) cannot link.
-    #[cfg(target_arch = "wasm32")]
-    use super::Cart;
-    #[cfg(target_arch = "wasm32")]
-    export!(Cart);
-}
+pub struct Cart;
 
-use bindings::eventhost::plugin::types::{Failure, HttpRequest, HttpResponse};
-use bindings::exports::eventhost::plugin::http_handler::Guest;
-
-struct Cart;
-
-impl Guest for Cart {
-    fn handle(request: HttpRequest) -> Result<HttpResponse, Failure> {
-        api::handle(&mut bindings::Wasm, &request.into())
-            .map(Into::into)
-            .map_err(Into::into)
+impl HttpHandler for Cart {
+    fn on_request(host: &mut impl Host, request: Request) -> Result<Response, Failure> {
+        api::handle(host, &request)
     }
 }
+
+sdk::export_http_plugin!(Cart);

@@ -8,25 +8,14 @@
 
 mod api;
 
-#[allow(unsafe_code)]
-mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "http-plugin" });
-    sdk::bind!();
+use sdk::{Failure, Host, HttpHandler, Request, Response};
 
-    // Exported names contain `:`, which a native build (the unit tests) cannot link.
-    #[cfg(target_arch = "wasm32")]
-    use super::Catalog;
-    #[cfg(target_arch = "wasm32")]
-    export!(Catalog);
-}
+pub struct Catalog;
 
-use bindings::eventhost::plugin::types::{Failure, HttpRequest, HttpResponse};
-use bindings::exports::eventhost::plugin::http_handler::Guest;
-
-struct Catalog;
-
-impl Guest for Catalog {
-    fn handle(request: HttpRequest) -> Result<HttpResponse, Failure> {
-        Ok(api::handle(&request.into()).into())
+impl HttpHandler for Catalog {
+    fn on_request(_host: &mut impl Host, request: Request) -> Result<Response, Failure> {
+        Ok(api::handle(&request))
     }
 }
+
+sdk::export_http_plugin!(Catalog);

@@ -10,33 +10,20 @@
 mod handler;
 mod model;
 
-#[allow(unsafe_code)] // the generated glue is unsafe by nature
-mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
-    sdk::bind!();
+use sdk::{Delivery, Failure, Host, HttpHandler, MessageHandler, Request, Response};
 
-    // Exported names contain `:`, which a native build (the unit tests) cannot link.
-    #[cfg(target_arch = "wasm32")]
-    use super::Order;
-    #[cfg(target_arch = "wasm32")]
-    export!(Order);
-}
+pub struct Order;
 
-use bindings::eventhost::plugin::types::{Delivery, Failure, HttpRequest, HttpResponse};
-use bindings::exports::eventhost::plugin::{http_handler, message_handler};
-
-struct Order;
-
-impl message_handler::Guest for Order {
-    fn handle(delivery: Delivery) -> Result<(), Failure> {
-        handler::on_message(&mut bindings::Wasm, &delivery.into()).map_err(Into::into)
+impl MessageHandler for Order {
+    fn on_message(host: &mut impl Host, delivery: Delivery) -> Result<(), Failure> {
+        handler::on_message(host, &delivery)
     }
 }
 
-impl http_handler::Guest for Order {
-    fn handle(request: HttpRequest) -> Result<HttpResponse, Failure> {
-        handler::on_request(&mut bindings::Wasm, &request.into())
-            .map(Into::into)
-            .map_err(Into::into)
+impl HttpHandler for Order {
+    fn on_request(host: &mut impl Host, request: Request) -> Result<Response, Failure> {
+        handler::on_request(host, &request)
     }
 }
+
+sdk::export_plugin!(Order);

@@ -11,34 +11,20 @@
 mod decision;
 mod handler;
 
-#[allow(unsafe_code)] // the generated glue is unsafe by nature
-mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
-    sdk::bind!();
+use sdk::{Delivery, Failure, Host, HttpHandler, MessageHandler, Request, Response};
 
-    // Exported names contain `:`, which a native build (the unit tests) cannot link.
-    #[cfg(target_arch = "wasm32")]
-    use super::Payment;
-    #[cfg(target_arch = "wasm32")]
-    export!(Payment);
-}
+pub struct Payment;
 
-use bindings::eventhost::plugin::types::{Delivery, Failure, HttpRequest, HttpResponse};
-use bindings::exports::eventhost::plugin::{http_handler, message_handler};
-
-struct Payment;
-
-impl message_handler::Guest for Payment {
-    fn handle(delivery: Delivery) -> Result<(), Failure> {
-        let delivery: sdk::Delivery = delivery.into();
-        handler::on_order(&mut bindings::Wasm, &delivery.message.value).map_err(Into::into)
+impl MessageHandler for Payment {
+    fn on_message(host: &mut impl Host, delivery: Delivery) -> Result<(), Failure> {
+        handler::on_order(host, &delivery.message.value)
     }
 }
 
-impl http_handler::Guest for Payment {
-    fn handle(request: HttpRequest) -> Result<HttpResponse, Failure> {
-        handler::on_request(&mut bindings::Wasm, &request.into())
-            .map(Into::into)
-            .map_err(Into::into)
+impl HttpHandler for Payment {
+    fn on_request(host: &mut impl Host, request: Request) -> Result<Response, Failure> {
+        handler::on_request(host, &request)
     }
 }
+
+sdk::export_plugin!(Payment);

@@ -2,23 +2,7 @@
 
 use serde::Serialize;
 
-/// An HTTP request routed to the plugin.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Request {
-    /// Upper-case method, e.g. `GET`.
-    pub method: String,
-    /// The path without the query string.
-    pub path: String,
-    /// The raw query string, without `?`.
-    pub query: String,
-    /// The route pattern that matched, e.g. `/api/cart/{cartId}` (empty in tests that do not set it).
-    pub route: String,
-    /// The route's `{name}` segments, by name.
-    pub params: Vec<(String, String)>,
-    /// Header names are lower case.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+use crate::{Request, Response};
 
 impl Request {
     /// A request with the given method and target (`/path?query`), for tests.
@@ -62,14 +46,6 @@ impl Request {
             .map(|s| percent_decode(s, false))
             .collect()
     }
-}
-
-/// The answer to a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
 }
 
 impl Response {

@@ -1,65 +1,61 @@
-//! A plain-Rust view of the `eventhost:plugin` contract, shared by the Rust guest plugins.
+//! The Rust SDK of the `eventhost:plugin` contract, shared by the Rust guest plugins.
 //!
-//! Each plugin generates its own bindings with `wit_bindgen::generate!`, which gives it private
-//! copies of the contract's types. Plugin logic is written against the types and the [`Host`]
-//! trait of this crate instead, so it runs in native unit tests against [`fake::FakeHost`];
-//! [`bind!`] connects it to the real imports in the component.
+//! The contract's bindings are generated here once. A plugin implements [`HttpHandler`] and/or
+//! [`MessageHandler`] against the [`Host`] trait and exports itself with one line:
+//!
+//! ```ignore
+//! struct Payment;
+//! impl sdk::MessageHandler for Payment { /* .. */ }
+//! impl sdk::HttpHandler for Payment { /* .. */ }
+//! sdk::export_plugin!(Payment);
+//! ```
+//!
+//! In the component the handlers get the real host; native unit tests call them with
+//! [`fake::FakeHost`].
 
+mod bindings;
+mod export;
 pub mod fake;
 mod http;
 
-pub use http::{Request, Response, percent_decode};
+pub use bindings::log::Level;
+pub use bindings::types::{
+    Delivery, Failure, HttpRequest as Request, HttpResponse as Response, Message,
+};
+pub use http::percent_decode;
+
+/// What the export macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::bindings::{http, message};
+    pub use crate::export::Exported;
+}
 
 use serde::{Serialize, de::DeserializeOwned};
 
-/// A message on a topic, as sent through the outbox or received by a subscription.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Message {
-    pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
-    /// Application headers: names with raw byte values, in order.
-    pub headers: Vec<(String, Vec<u8>)>,
+/// A plugin that serves HTTP routes (world `http-plugin`, or `plugin` with [`MessageHandler`]).
+pub trait HttpHandler {
+    /// Answers one request. On `Ok` (whatever the status) the host applies the staged effects;
+    /// on `Err` nothing is applied and the client gets 400 (`Invalid`) or 500 (`Retry`).
+    fn on_request(host: &mut impl Host, request: Request) -> Result<Response, Failure>;
 }
 
-/// A consumed message together with where it came from.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Delivery {
-    pub message: Message,
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp_ms: Option<i64>,
-    /// 1 for the first try, 2 for the first retry, and so on.
-    pub attempt: u32,
-}
-
-/// Why a handler could not handle an input; nothing it staged is applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// The input is bad: dead-lettered at once, or HTTP 400.
-    Invalid(String),
-    /// Something transient: retried with backoff, or HTTP 500.
-    Retry(String),
+/// A plugin that consumes messages (world `message-plugin`, or `plugin` with [`HttpHandler`]).
+pub trait MessageHandler {
+    /// Handles one delivered message; `Ok` commits everything the call staged.
+    fn on_message(host: &mut impl Host, delivery: Delivery) -> Result<(), Failure>;
 }
 
 impl Failure {
+    /// The input is bad: dead-lettered at once, or HTTP 400.
     pub fn invalid(reason: impl Into<String>) -> Self {
         Self::Invalid(reason.into())
     }
 
+    /// Something transient: retried with backoff, or HTTP 500.
     pub fn retry(reason: impl Into<String>) -> Self {
         Self::Retry(reason.into())
     }
-}
-
-/// How important a log line is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
 }
 
 /// The host's imports: state, outbox, config and log. Writes and sends are staged by the host
@@ -96,138 +92,4 @@ pub trait Host {
     fn config_or(&self, key: &str, default: &str) -> String {
         self.config(key).unwrap_or_else(|| default.to_owned())
     }
-}
-
-/// Connects a plugin to the contract: call it inside the module that ran
-/// `wit_bindgen::generate!`. It defines `Wasm`, the [`Host`] backed by the component's imports,
-/// and `From` conversions between the generated types and this crate's.
-#[macro_export]
-macro_rules! bind {
-    () => {
-        /// The real host, reached through the component's imports.
-        pub struct Wasm;
-
-        impl $crate::Host for Wasm {
-            fn get(&self, key: &str) -> Option<Vec<u8>> {
-                eventhost::plugin::state::get(key)
-            }
-            fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
-                eventhost::plugin::state::set(key, value)
-            }
-            fn delete(&mut self, key: &str) {
-                eventhost::plugin::state::delete(key)
-            }
-            fn scan(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
-                eventhost::plugin::state::scan(prefix)
-            }
-            fn send(&mut self, msg: $crate::Message) -> Result<(), String> {
-                eventhost::plugin::outbox::send(&msg.into())
-            }
-            fn config(&self, key: &str) -> Option<String> {
-                eventhost::plugin::config::get(key)
-            }
-            fn log(&self, level: $crate::Level, msg: &str) {
-                eventhost::plugin::log::log(level.into(), msg)
-            }
-        }
-
-        impl From<$crate::Message> for eventhost::plugin::types::Message {
-            fn from(m: $crate::Message) -> Self {
-                let $crate::Message {
-                    topic,
-                    key,
-                    value,
-                    headers,
-                } = m;
-                Self {
-                    topic,
-                    key,
-                    value,
-                    headers,
-                }
-            }
-        }
-
-        impl From<eventhost::plugin::types::Delivery> for $crate::Delivery {
-            fn from(d: eventhost::plugin::types::Delivery) -> Self {
-                let eventhost::plugin::types::Message {
-                    topic,
-                    key,
-                    value,
-                    headers,
-                } = d.message;
-                Self {
-                    message: $crate::Message {
-                        topic,
-                        key,
-                        value,
-                        headers,
-                    },
-                    partition: d.partition,
-                    offset: d.offset,
-                    timestamp_ms: d.timestamp_ms,
-                    attempt: d.attempt,
-                }
-            }
-        }
-
-        impl From<eventhost::plugin::types::HttpRequest> for $crate::Request {
-            fn from(r: eventhost::plugin::types::HttpRequest) -> Self {
-                let eventhost::plugin::types::HttpRequest {
-                    method,
-                    path,
-                    query,
-                    route,
-                    params,
-                    headers,
-                    body,
-                } = r;
-                Self {
-                    method,
-                    path,
-                    query,
-                    route,
-                    params,
-                    headers,
-                    body,
-                }
-            }
-        }
-
-        impl From<$crate::Response> for eventhost::plugin::types::HttpResponse {
-            fn from(r: $crate::Response) -> Self {
-                let $crate::Response {
-                    status,
-                    headers,
-                    body,
-                } = r;
-                Self {
-                    status,
-                    headers,
-                    body,
-                }
-            }
-        }
-
-        impl From<$crate::Failure> for eventhost::plugin::types::Failure {
-            fn from(f: $crate::Failure) -> Self {
-                match f {
-                    $crate::Failure::Invalid(s) => Self::Invalid(s),
-                    $crate::Failure::Retry(s) => Self::Retry(s),
-                }
-            }
-        }
-
-        impl From<$crate::Level> for eventhost::plugin::log::Level {
-            fn from(l: $crate::Level) -> Self {
-                match l {
-                    $crate::Level::Trace => Self::Trace,
-                    $crate::Level::Debug => Self::Debug,
-                    $crate::Level::Info => Self::Info,
-                    $crate::Level::Warn => Self::Warn,
-                    $crate::Level::Error => Self::Error,
-                }
-            }
-        }
-    };
 }

@@ -8,33 +8,20 @@ mod http;
 mod messages;
 mod misbehave;
 
-#[allow(unsafe_code)] // the generated glue is unsafe by nature
-mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
-    sdk::bind!();
+use sdk::{Delivery, Failure, Host, HttpHandler, MessageHandler, Request, Response};
 
-    // Exported names contain `:`, which a native build (the unit tests) cannot link.
-    #[cfg(target_arch = "wasm32")]
-    use super::Testkit;
-    #[cfg(target_arch = "wasm32")]
-    export!(Testkit);
-}
+pub struct Testkit;
 
-use bindings::eventhost::plugin::types::{Delivery, Failure, HttpRequest, HttpResponse};
-use bindings::exports::eventhost::plugin::{http_handler, message_handler};
-
-struct Testkit;
-
-impl http_handler::Guest for Testkit {
-    fn handle(request: HttpRequest) -> Result<HttpResponse, Failure> {
-        http::handle(&mut bindings::Wasm, &request.into())
-            .map(Into::into)
-            .map_err(Into::into)
+impl HttpHandler for Testkit {
+    fn on_request(host: &mut impl Host, request: Request) -> Result<Response, Failure> {
+        http::handle(host, &request)
     }
 }
 
-impl message_handler::Guest for Testkit {
-    fn handle(delivery: Delivery) -> Result<(), Failure> {
-        messages::handle(&mut bindings::Wasm, &delivery.into()).map_err(Into::into)
+impl MessageHandler for Testkit {
+    fn on_message(host: &mut impl Host, delivery: Delivery) -> Result<(), Failure> {
+        messages::handle(host, &delivery)
     }
 }
+
+sdk::export_plugin!(Testkit);
