@@ -83,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let sustainable_rate = sustained.len() as f64 / PHASE.as_secs_f64();
     host.check()?;
 
+    let handler_before = handler_time(&client, &url, "hello").await;
     let offered = (2.0 * sustainable_rate).round() as u32;
     println!("3. twice that: {offered} spinning requests/s offered, whatever the answers");
     let (spins, hello_loaded, native_loaded) = tokio::join!(
@@ -91,6 +92,9 @@ async fn main() -> anyhow::Result<()> {
         steady(&client, &native, STEADY_RATE, PHASE),
     );
     host.check()?;
+    let handler_after = handler_time(&client, &url, "hello").await;
+    let hello_handler_ms =
+        (handler_after.0 - handler_before.0) / (handler_after.1 - handler_before.1).max(1.0) * 1e3;
 
     let cut = |calls: &[Call]| -> Vec<Duration> {
         calls
@@ -141,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
         "native_overloaded_ms": native_loaded.json(),
         "limit_p99_ratio": overshoot,
         "hello_p99_ratio": hello_ratio,
+        "hello_handler_mean_ms_under_overload": hello_handler_ms,
         "native_p99_ratio": native_ratio,
     });
 
@@ -172,6 +177,9 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "sustainable: {sustainable_rate:.0} spinning requests/s; offered {offered}/s; limit p99 / limit = {overshoot:.2} (target <= 1.2); hello p99 loaded / unloaded = {hello_ratio:.1}x (native /healthz: {native_ratio:.1}x)"
     );
+    println!(
+        "hello's handler itself (instance, turn, call) took {hello_handler_ms:.2} ms on average under overload"
+    );
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out)?;
     std::fs::write(
@@ -179,6 +187,22 @@ async fn main() -> anyhow::Result<()> {
         serde_json::to_string_pretty(&report)?,
     )?;
     Ok(())
+}
+
+/// The sum and count of `plugin`'s HTTP handler time, from the host's metrics.
+async fn handler_time(client: &reqwest::Client, url: &str, plugin: &str) -> (f64, f64) {
+    let text = match client.get(format!("{url}/metrics")).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let series = |suffix: &str| {
+        let prefix =
+            format!("eventhost_handler_seconds_{suffix}{{plugin=\"{plugin}\",source=\"http\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (series("sum"), series("count"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
