@@ -40,6 +40,15 @@ pub(super) enum Refusal {
     ShuttingDown,
 }
 
+impl Refusal {
+    /// `plugin` has no room for another input in time.
+    pub(super) fn overloaded(plugin: &PluginInfo) -> Self {
+        Refusal::Overloaded(Overloaded {
+            limit: plugin.concurrency,
+        })
+    }
+}
+
 /// The permits of one admitted input; dropping it lets the next one in.
 pub(super) struct Admitted {
     _plugin: OwnedSemaphorePermit,

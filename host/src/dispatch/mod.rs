@@ -354,13 +354,25 @@ impl Dispatcher {
         // First optimistically; after a conflict, the input re-runs holding its plugin's commit
         // lock, so no other commit can change what it reads and the next check succeeds.
         let mut exclusive = None;
+        let arrived = tokio::time::Instant::now();
         for _ in 0..MAX_CONFLICT_RERUNS {
             let loaded = self
                 .registry
                 .get(plugin)
                 .ok_or_else(|| InputError::NoPlugin(plugin.to_string()))?;
+            // A request's time limit runs from its arrival: time spent waiting to be admitted
+            // is taken from the time it may run, so the client hears back within the limit.
+            // Records wait outside their limit (the bus holds them back).
+            let deadline = (input.kind == Kind::Http).then(|| arrived + loaded.info.timeout);
             let invocation = {
-                let _admitted = match self.admission.admit(&loaded.info, input.kind).await {
+                let admission = self.admission.admit(&loaded.info, input.kind);
+                let admitted = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, admission)
+                        .await
+                        .unwrap_or_else(|_| Err(Refusal::overloaded(&loaded.info))),
+                    None => admission.await,
+                };
+                let _admitted = match admitted {
                     Ok(admitted) => admitted,
                     Err(Refusal::Overloaded(overloaded)) => return Err(overloaded.into()),
                     Err(Refusal::ShuttingDown) => return Err(InputError::ShuttingDown),
@@ -369,7 +381,12 @@ impl Dispatcher {
                 // instance is gone before the slot is released.
                 let started = std::time::Instant::now();
                 let invocation = call(self.runtime.clone(), loaded.clone(), input.label.clone());
-                let invocation = invocation.await;
+                let invocation = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, invocation)
+                        .await
+                        .unwrap_or_else(|_| Invocation::timed_out(loaded.info.timeout)),
+                    None => invocation.await,
+                };
                 let seconds = started.elapsed().as_secs_f64();
                 self.metrics.handler_time(plugin, input.source, seconds);
                 self.metrics

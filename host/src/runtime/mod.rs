@@ -95,6 +95,17 @@ pub struct Invocation<T> {
     pub memory_bytes: usize,
 }
 
+impl<T> Invocation<T> {
+    /// An input cancelled at its time limit before it finished.
+    pub fn timed_out(limit: Duration) -> Self {
+        Invocation {
+            outcome: Err(InvokeError::Timeout(limit)),
+            effects: Effects::default(),
+            memory_bytes: 0,
+        }
+    }
+}
+
 /// The engine, linker and deadline clock shared by every plugin.
 pub struct Runtime {
     engine: Engine,
@@ -397,10 +408,12 @@ pub(crate) fn human_duration(took: Duration) -> String {
     }
 }
 
-/// How many guests run at once: one per thread of the async runtime (tokio starts one worker
-/// per core), so a busy guest never waits for a thread another busy guest holds.
+/// How many guests run at once: one fewer than the cores (tokio starts one worker per core),
+/// so however busy the guests, one core's worth of time is left for the host's own work:
+/// accepting and answering connections, timers, the bus and commits. On one core, one.
 fn guest_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    cores.saturating_sub(1).max(1)
 }
 
 fn compile_cache(dir: Option<&Path>) -> anyhow::Result<wasmtime::Cache> {
