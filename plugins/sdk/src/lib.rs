@@ -3,10 +3,25 @@
 //! The contract's bindings are generated here once. A plugin implements [`HttpHandler`] and/or
 //! [`MessageHandler`] against the [`Host`] trait and exports itself with one line:
 //!
-//! ```ignore
+//! ```
+//! use sdk::{Delivery, Failure, Host, Request, Response};
+//!
 //! struct Payment;
-//! impl sdk::MessageHandler for Payment { /* .. */ }
-//! impl sdk::HttpHandler for Payment { /* .. */ }
+//!
+//! impl sdk::MessageHandler for Payment {
+//!     fn on_message(host: &mut impl Host, delivery: Delivery) -> Result<(), Failure> {
+//!         let _ = (host, delivery);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! impl sdk::HttpHandler for Payment {
+//!     fn on_request(host: &mut impl Host, request: Request) -> Result<Response, Failure> {
+//!         let _ = (host, request);
+//!         Err(Failure::invalid("no payment rules yet"))
+//!     }
+//! }
+//!
 //! sdk::export_plugin!(Payment);
 //! ```
 //!
