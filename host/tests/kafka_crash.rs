@@ -118,6 +118,8 @@ fn test_bus(client_id: &str) -> Arc<dyn Bus> {
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "500"),
         ("message.timeout.ms", "3000"),
+        // Results of exactly-once runs count only once their transaction committed.
+        ("isolation.level", "read_committed"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -187,12 +189,15 @@ struct Tuning {
     bus_options: &'static str,
     /// The subscription's `retry` table.
     retry: &'static str,
+    /// `[bus] exactly_once`.
+    exactly_once: bool,
 }
 
 /// The host's defaults, except that a killed consumer leaves its group after 6 s, not 45 s.
 const DEFAULTS: Tuning = Tuning {
     bus_options: "",
     retry: "{ attempts = 3, backoff_ms = 100 }",
+    exactly_once: false,
 };
 
 /// One run's topics, consumer group, config file and state file.
@@ -238,6 +243,7 @@ shutdown_grace_ms = 20000
 kind = "kafka"
 bootstrap = "{bootstrap}"
 client_id = "{name}"
+exactly_once = {exactly_once}
 
 # A killed host's consumer leaves the group after 6 s instead of 45 s.
 [bus.options]
@@ -278,6 +284,7 @@ plugin = "testkit"
             bootstrap = bootstrap(),
             bus_options = tuning.bus_options,
             retry = tuning.retry,
+            exactly_once = tuning.exactly_once,
             state = state.display(),
             plugins = common::plugins_dir().display(),
         );
@@ -298,8 +305,20 @@ plugin = "testkit"
     fn input_message(&self, n: usize) -> OutMessage {
         OutMessage {
             topic: self.input.clone(),
-            key: Some(format!("key-{}", n % 97).into_bytes()),
+            key: Some(counter_key(n).into_bytes()),
             value: format!("record:{n}").into_bytes(),
+            headers: vec![],
+        }
+    }
+
+    /// Input `count:<key>`: adds one to the counter of its key and forwards the new count,
+    /// keyed like the input.
+    fn count_message(&self, n: usize) -> OutMessage {
+        let key = counter_key(n);
+        OutMessage {
+            topic: self.input.clone(),
+            value: format!("count:{key}").into_bytes(),
+            key: Some(key.into_bytes()),
             headers: vec![],
         }
     }
@@ -460,17 +479,20 @@ fn parse_state(entries: BTreeMap<String, String>) -> BTreeMap<(i32, i64), String
 
 // --- watching topics -----------------------------------------------------------------------
 
+/// Records by position: (key, value).
+type Positions = BTreeMap<(i32, i64), (String, String)>;
+
 /// Every record of a topic, read by a fresh consumer group and de-duplicated by position, so a
 /// re-delivery to this reader is never mistaken for a duplicate on the topic.
 struct TopicReader {
-    records: Arc<Mutex<BTreeMap<(i32, i64), String>>>,
+    records: Arc<Mutex<Positions>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TopicReader {
     fn start(bus: &Arc<dyn Bus>, topic: &str) -> TopicReader {
-        let records: Arc<Mutex<BTreeMap<(i32, i64), String>>> = Arc::default();
+        let records: Arc<Mutex<Positions>> = Arc::default();
         let stop = CancellationToken::new();
         let sink = records.clone();
         let task = bus
@@ -478,10 +500,14 @@ impl TopicReader {
                 topic,
                 &unique("reader"),
                 RecordHandler::sequential(move |record: Record| {
-                    let value = String::from_utf8_lossy(&record.value).into_owned();
+                    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+                    let entry = (
+                        text(record.key.as_deref().unwrap_or_default()),
+                        text(&record.value),
+                    );
                     sink.lock()
                         .unwrap()
-                        .insert((record.partition, record.offset), value);
+                        .insert((record.partition, record.offset), entry);
                     async { Handled::Commit }.boxed()
                 }),
                 stop.clone(),
@@ -494,8 +520,13 @@ impl TopicReader {
         }
     }
 
+    /// Position -> value.
     fn snapshot(&self) -> BTreeMap<(i32, i64), String> {
-        self.records.lock().unwrap().clone()
+        let records = self.records.lock().unwrap();
+        records
+            .iter()
+            .map(|(p, (_, value))| (*p, value.clone()))
+            .collect()
     }
 
     fn len(&self) -> usize {
@@ -505,7 +536,7 @@ impl TopicReader {
     /// How often each value was seen on the topic.
     fn counts(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
-        for value in self.records.lock().unwrap().values() {
+        for (_, value) in self.records.lock().unwrap().values() {
             *counts.entry(value.clone()).or_default() += 1;
         }
         counts
@@ -829,7 +860,137 @@ async fn kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_win
     );
 }
 
-// --- 2. broker restart under load ----------------------------------------------------------
+fn counter_key(n: usize) -> String {
+    format!("key-{}", n % 97)
+}
+
+// --- 2. exactly-once: kill -9 and a broker restart ------------------------------------------
+
+const EXACTLY_ONCE_INPUTS: usize = 20_000;
+
+/// Every output of the counters (read committed, as `TopicReader` does), per key in the order
+/// they were published: exactly once means `1, 2, ..., n` for a key with `n` inputs.
+fn counts_by_key(outputs: &TopicReader) -> BTreeMap<String, Vec<u64>> {
+    let records = outputs.records.lock().unwrap().clone();
+    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (key, value) in records.values() {
+        let count = value
+            .parse()
+            .unwrap_or_else(|_| panic!("unexpected output {value:?} for {key}"));
+        by_key.entry(key.clone()).or_default().push(count);
+    }
+    by_key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_survives_kill_9_and_a_broker_restart_with_each_result_once() {
+    let _serial = SERIAL.lock().await;
+    let _broker = BrokerGuard::new();
+    let began = Instant::now();
+    let bus = test_bus("exactly-once-test");
+    let tuning = Tuning {
+        exactly_once: true,
+        ..DEFAULTS
+    };
+    let scenario = Scenario::new(&bus, "exactly-once", tuning).await;
+    let messages: Vec<_> = (0..EXACTLY_ONCE_INPUTS)
+        .map(|n| scenario.count_message(n))
+        .collect();
+    for batch in messages.chunks(500) {
+        bus.publish(batch.to_vec()).await.expect("inputs produced");
+    }
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for n in 0..EXACTLY_ONCE_INPUTS {
+        *expected.entry(counter_key(n)).or_default() += 1;
+    }
+    let outputs = TopicReader::start(&bus, &scenario.output);
+    let seen = |outputs: &TopicReader| outputs.len();
+
+    // 1. kill -9 mid-stream.
+    let mut host = HostProcess::spawn(&scenario, "first").await;
+    wait_for(Duration::from_secs(180), "some results", || async {
+        match seen(&outputs) {
+            n if n >= EXACTLY_ONCE_INPUTS / 5 => Ok(()),
+            n => Err(format!("{n} results\n{}", tail(&host.log))),
+        }
+    })
+    .await;
+    host.kill9();
+    let at_kill = seen(&outputs);
+
+    // 2. Restart; once more results came, restart the broker under load.
+    let host = HostProcess::spawn(&scenario, "second").await;
+    wait_for(
+        Duration::from_secs(180),
+        "results after the restart",
+        || async {
+            match seen(&outputs) {
+                n if n >= EXACTLY_ONCE_INPUTS / 2 => Ok(()),
+                n => Err(format!("{n} results\n{}", tail(&host.log))),
+            }
+        },
+    )
+    .await;
+    let at_broker_stop = seen(&outputs);
+    kafka_script_async("stop").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kafka_script_async("start").await;
+
+    // 3. Every result, then nothing more.
+    wait_for(Duration::from_secs(300), "every result", || async {
+        match seen(&outputs) {
+            n if n >= EXACTLY_ONCE_INPUTS => Ok(()),
+            n => Err(format!(
+                "{n} of {EXACTLY_ONCE_INPUTS} results\n{}",
+                tail(&host.log)
+            )),
+        }
+    })
+    .await;
+    let client = http();
+    let state = wait_for(Duration::from_secs(60), "the counters", || async {
+        let response = client
+            .get(format!("{}/t/state-scan?prefix=count:", host.url))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let entries: BTreeMap<String, String> = response.json().await.map_err(|e| e.to_string())?;
+        Ok(entries)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let by_key = counts_by_key(&outputs);
+    let total: usize = by_key.values().map(Vec::len).sum();
+    assert_eq!(
+        total, EXACTLY_ONCE_INPUTS,
+        "results seen by a read_committed consumer"
+    );
+    for (key, n) in &expected {
+        let counts = by_key.get(key).cloned().unwrap_or_default();
+        let once: Vec<u64> = (1..=*n).collect();
+        assert_eq!(
+            counts, once,
+            "the results of {key}: each count once, in order"
+        );
+        assert_eq!(
+            state.get(&format!("count:{key}")),
+            Some(&n.to_string()),
+            "the counter of {key} applied each input once"
+        );
+    }
+    let dead = read_all(&bus, &scenario.dead_letter, 1).await;
+    assert!(dead.is_empty(), "dead-lettered inputs: {dead:?}");
+    outputs.close().await;
+    drop(host);
+    println!(
+        "exactly-once: {EXACTLY_ONCE_INPUTS} inputs over {PARTITIONS} partitions; host killed \
+         at {at_kill} results, broker restarted at {at_broker_stop}; every result once and \
+         every counter exact; test took {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+}
+
+// --- 3. broker restart under load ----------------------------------------------------------
 
 const BATCH: usize = 5;
 
@@ -877,6 +1038,7 @@ async fn an_outage_longer_than_the_retry_budget_dead_letters_nothing() {
     let tuning = Tuning {
         bus_options: "\"message.timeout.ms\" = 2000",
         retry: "{ attempts = 2, backoff_ms = 100 }",
+        exactly_once: false,
     };
     broker_restart_under_load("outage", tuning, Duration::from_secs(15)).await;
 }

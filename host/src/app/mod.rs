@@ -90,7 +90,8 @@ impl Host {
                 config.runtime.max_concurrency as usize,
                 metrics,
             )
-            .with_telemetry(telemetry),
+            .with_telemetry(telemetry)
+            .with_exactly_once(matches!(&config.bus, BusConfig::Kafka(k) if k.exactly_once)),
         );
         let http = Arc::new(
             HttpState::new(

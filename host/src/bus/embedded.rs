@@ -328,6 +328,12 @@ impl Bus for EmbeddedBus {
         handler: RecordHandler,
         shutdown: CancellationToken,
     ) -> Result<JoinHandle<()>, BusError> {
+        if handler.outbox.is_some() {
+            return Err(BusError::other(
+                "exactly-once subscriptions need the Kafka bus",
+                None,
+            ));
+        }
         let topic_log = self.topic(topic)?;
         let pair = (group.to_string(), topic.to_string());
         {

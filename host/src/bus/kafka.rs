@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::pipeline::{self, PartitionSource};
+use super::transactions;
 use super::{
     Acks, Bus, BusError, GroupPosition, Health, Limit, Record, RecordHandler, Retention, TailFrom,
     TopicSpec,
@@ -199,16 +200,29 @@ impl KafkaBus {
         })
     }
 
-    fn consumer(&self, group: &str) -> Result<Arc<StreamConsumer<Context>>, BusError> {
-        let consumer: StreamConsumer<Context> = self
-            .settings
-            .client_config()
+    /// A consumer of `group`. A transactional one commits nothing itself (its offsets go into
+    /// the transactions) and reads only committed transactions.
+    fn consumer(
+        &self,
+        group: &str,
+        transactional: bool,
+    ) -> Result<Arc<StreamConsumer<Context>>, BusError> {
+        let mut config = self.settings.client_config();
+        config
             .set("group.id", group)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
+            .set("enable.partition.eof", "false");
+        if transactional {
+            config
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed");
+        } else {
+            config
+                .set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", "1000");
+        }
+        let consumer: StreamConsumer<Context> = config
             .set_all(&self.settings.options)
             .create_with_context(Context {
                 reachability: self.reachability.clone(),
@@ -330,16 +344,9 @@ impl Bus for KafkaBus {
             // are awaited separately, so later inputs can enqueue meanwhile.
             let mut deliveries = Vec::with_capacity(messages.len());
             for message in &messages {
-                let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
-                for (key, value) in &message.headers {
-                    headers = headers.insert(Header {
-                        key,
-                        value: Some(value),
-                    });
-                }
                 let mut record = FutureRecord::to(&message.topic)
                     .payload(&message.value)
-                    .headers(headers);
+                    .headers(kafka_headers(message));
                 if let Some(key) = &message.key {
                     record = record.key(key);
                 }
@@ -386,7 +393,16 @@ impl Bus for KafkaBus {
         handler: RecordHandler,
         shutdown: CancellationToken,
     ) -> Result<JoinHandle<()>, BusError> {
-        let consumer = self.consumer(group)?;
+        let consumer = self.consumer(group, handler.outbox.is_some())?;
+        // One transactional id per subscription of this host: a restarted host fences its
+        // earlier self and aborts what it left open.
+        let mut transactional = self.settings.client_config();
+        transactional
+            .set(
+                "transactional.id",
+                format!("{}-{group}-{topic}", self.settings.client_id),
+            )
+            .set_all(&self.settings.options);
         let (topic, group) = (topic.to_string(), group.to_string());
         let problems = self.reachability.clone();
         Ok(tokio::spawn(async move {
@@ -426,7 +442,7 @@ impl Bus for KafkaBus {
                 &group,
                 partitions,
                 handler,
-                problems.clone(),
+                transactional,
                 shutdown,
             )
             .await
@@ -725,9 +741,29 @@ fn partition_count<C: ConsumerContext>(
         .ok_or_else(|| BusError::UnknownTopic(topic.to_string()))
 }
 
+/// Where a partition's finished offsets go.
+#[derive(Clone)]
+enum Committer {
+    /// Stored on the consumer, for its next commit.
+    Store(Arc<StreamConsumer<Context>>),
+    /// To the subscription's transactions (exactly-once).
+    Transactions(mpsc::UnboundedSender<(i32, i64)>),
+}
+
+impl Committer {
+    fn commit(&self, topic: &str, partition: i32, offset: i64) {
+        match self {
+            Committer::Store(consumer) => store_offset(consumer, topic, partition, offset),
+            Committer::Transactions(finished) => {
+                let _ = finished.send((partition, offset));
+            }
+        }
+    }
+}
+
 /// One partition's own queue, split off the consumer's main queue.
 struct PartitionQueue {
-    consumer: Arc<StreamConsumer<Context>>,
+    committer: Committer,
     queue: StreamPartitionQueue<Context>,
     topic: String,
     partition: i32,
@@ -754,13 +790,13 @@ impl PartitionSource for PartitionQueue {
     }
 
     fn commit(&mut self, offset: i64) {
-        store_offset(&self.consumer, &self.topic, self.partition, offset);
+        self.committer.commit(&self.topic, self.partition, offset);
     }
 }
 
 /// A partition added to the topic while consuming: its records come through the main queue.
 struct AddedPartition {
-    consumer: Arc<StreamConsumer<Context>>,
+    committer: Committer,
     records: mpsc::Receiver<Record>,
     topic: String,
     partition: i32,
@@ -772,7 +808,7 @@ impl PartitionSource for AddedPartition {
     }
 
     fn commit(&mut self, offset: i64) {
-        store_offset(&self.consumer, &self.topic, self.partition, offset);
+        self.committer.commit(&self.topic, self.partition, offset);
     }
 }
 
@@ -792,9 +828,27 @@ async fn consume(
     group: &str,
     partitions: usize,
     handler: RecordHandler,
-    reachability: Arc<Reachability>,
+    transactional: ClientConfig,
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
+    let reachability = consumer.context().reachability.clone();
+    let (committer, transactions) = match &handler.outbox {
+        None => (Committer::Store(consumer.clone()), None),
+        Some(outbox) => {
+            let (finished, watermarks) = mpsc::unbounded_channel();
+            let publishing = transactions::publish(
+                transactional,
+                consumer.clone(),
+                topic.to_string(),
+                outbox.clone(),
+                watermarks,
+            );
+            (
+                Committer::Transactions(finished),
+                Some(tokio::spawn(publishing)),
+            )
+        }
+    };
     // Split every partition off the main queue before subscribing, so no record of this
     // topic is ever delivered through the shared queue.
     let mut tasks = Vec::new();
@@ -803,7 +857,7 @@ async fn consume(
             .split_partition_queue(topic, partition)
             .ok_or_else(|| BusError::other(format!("cannot split {topic}/{partition}"), None))?;
         let source = PartitionQueue {
-            consumer: consumer.clone(),
+            committer: committer.clone(),
             queue,
             topic: topic.to_string(),
             partition,
@@ -822,6 +876,7 @@ async fn consume(
     // topic after the split: each of those gets a pipeline fed from here.
     let events = {
         let (consumer, shutdown, topic) = (consumer.clone(), shutdown.clone(), topic.to_string());
+        let committer = committer.clone();
         tokio::spawn(async move {
             let mut added: BTreeMap<i32, mpsc::Sender<Record>> = BTreeMap::new();
             let mut tasks = Vec::new();
@@ -841,7 +896,7 @@ async fn consume(
                     tracing::info!(topic, partition, "consuming a partition added to the topic");
                     let (feed, records) = mpsc::channel(handler.max_pending);
                     let source = AddedPartition {
-                        consumer: consumer.clone(),
+                        committer: committer.clone(),
                         records,
                         topic: topic.clone(),
                         partition,
@@ -864,10 +919,15 @@ async fn consume(
             }
         })
     };
+    drop(committer);
     for task in tasks {
         let _ = task.await;
     }
     let _ = events.await;
+    // Every pipeline has ended: the transactions publish what they finished, then end.
+    if let Some(transactions) = transactions {
+        let _ = transactions.await;
+    }
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => tracing::warn!(topic, group, "final commit failed: {e}"),
@@ -880,6 +940,18 @@ async fn consume(
         .unwrap_or_else(|e| e.into_inner());
     lags.retain(|(g, t, _), _| !(g == group && t == topic));
     Ok(())
+}
+
+/// A message's headers as Kafka record headers.
+pub(super) fn kafka_headers(message: &OutMessage) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+    for (key, value) in &message.headers {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    headers
 }
 
 /// Sorts a produce error: refusals that no retry can fix, or an outage.

@@ -10,6 +10,7 @@ mod embedded;
 mod kafka;
 mod partition_log;
 mod pipeline;
+mod transactions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +79,18 @@ impl Finish {
 
 type Start = dyn Fn(Record) -> BoxFuture<'static, Finish> + Send + Sync;
 
+/// Where an exactly-once subscription's finished records keep what they produced until the bus
+/// publishes it, in one transaction with the consumed offsets (see the `state` module's
+/// outbox). Its calls block.
+pub trait Outbox: Send + Sync + 'static {
+    /// The messages of the finished records of `partition` with offsets in `from..=to`, in
+    /// offset order.
+    fn messages(&self, partition: i32, from: i64, to: i64) -> Result<Vec<OutMessage>, BusError>;
+
+    /// Everything of `partition` below `offset` is published and its offset committed.
+    fn published(&self, partition: i32, offset: i64) -> Result<(), BusError>;
+}
+
 /// How a subscription handles its records, in two stages.
 ///
 /// The bus starts records in partition order (records with different keys may start at the
@@ -91,6 +104,9 @@ pub struct RecordHandler {
     pub concurrency: usize,
     /// Most records of one partition started and not yet committed.
     pub max_pending: usize,
+    /// Set for an exactly-once subscription: committing an offset publishes the outbox's
+    /// messages up to it, in one transaction with the offset.
+    pub outbox: Option<Arc<dyn Outbox>>,
 }
 
 impl RecordHandler {
@@ -104,7 +120,14 @@ impl RecordHandler {
             start: Arc::new(start),
             concurrency: concurrency.max(1),
             max_pending: max_pending.max(1),
+            outbox: None,
         }
+    }
+
+    /// The same handler, exactly-once: finished records' messages wait in `outbox`.
+    pub fn transactional(mut self, outbox: Arc<dyn Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
     }
 
     /// A handler that finishes each record before the next one of its partition starts.

@@ -195,6 +195,10 @@ pub struct KafkaConfig {
     /// TOML strings, integers or booleans and are stored as strings. Properties the host
     /// manages itself ([`KafkaConfig::RESERVED_OPTIONS`]) are rejected. Default empty.
     pub options: BTreeMap<String, String>,
+    /// `exactly_once`: each consumed record's messages, state writes and offset take effect
+    /// together (a transactional outbox and Kafka transactions). Default `false`
+    /// (at-least-once).
+    pub exactly_once: bool,
 }
 
 impl KafkaConfig {
@@ -222,6 +226,10 @@ impl KafkaConfig {
         ),
         ("acks", "the host always uses acks=all"),
         ("request.required.acks", "the host always uses acks=all"),
+        (
+            "transactional.id",
+            "set bus.exactly_once = true; the host names its transactions",
+        ),
     ];
 }
 

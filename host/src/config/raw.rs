@@ -90,6 +90,7 @@ pub(crate) struct RawBus {
     pub(crate) kind: Option<Spanned<String>>,
     pub(crate) bootstrap: Option<Spanned<String>>,
     pub(crate) client_id: Option<Spanned<String>>,
+    pub(crate) exactly_once: Option<Spanned<bool>>,
     pub(crate) options: Option<BTreeMap<Spanned<String>, Spanned<Scalar>>>,
 }
 

@@ -133,6 +133,7 @@ fn bus(raw: Option<&RawBus>, src: &Source) -> Result<BusConfig, ConfigError> {
             let kafka_only = [
                 ("bootstrap", raw.bootstrap.as_ref().map(Spanned::span)),
                 ("client_id", raw.client_id.as_ref().map(Spanned::span)),
+                ("exactly_once", raw.exactly_once.as_ref().map(Spanned::span)),
                 ("options", raw.options.as_ref().and_then(first_span)),
             ];
             match kafka_only
@@ -195,6 +196,7 @@ fn kafka(raw: &RawBus, src: &Source) -> Result<KafkaConfig, ConfigError> {
         bootstrap,
         client_id,
         options,
+        exactly_once: raw.exactly_once.as_ref().is_some_and(|on| *on.get_ref()),
     })
 }
 

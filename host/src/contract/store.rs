@@ -2,13 +2,17 @@
 //! applies a plugin's writes (it compares them), so nothing needs to last.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::sync::Mutex;
 
-use crate::state::{StateError, StateStore, Write};
+use crate::state::{Batch, Consumed, OutboxEntry, StateError, StateStore};
 
 /// Keys and values of every namespace, in key order.
 #[derive(Default)]
 pub struct MemoryStore(Mutex<BTreeMap<String, BTreeMap<String, Vec<u8>>>>);
+
+/// The kit runs message handlers as at-least-once inputs: nothing goes to an outbox.
+const NO_OUTBOX: &str = "the contract kit keeps no outbox";
 
 impl MemoryStore {
     /// Makes `entries` the whole state of `namespace`.
@@ -46,9 +50,12 @@ impl StateStore for MemoryStore {
             .collect())
     }
 
-    fn apply_batch(&self, batch: &[(String, Vec<Write>)]) -> Result<(), StateError> {
+    fn apply_batch(&self, batch: &Batch) -> Result<(), StateError> {
+        if !batch.outbox.is_empty() {
+            return Err(StateError::new(NO_OUTBOX));
+        }
         let mut all = self.lock();
-        for (namespace, writes) in batch {
+        for (namespace, writes) in &batch.writes {
             let entries = all.entry(namespace.clone()).or_default();
             for (key, value) in writes {
                 match value {
@@ -57,6 +64,14 @@ impl StateStore for MemoryStore {
                 };
             }
         }
+        Ok(())
+    }
+
+    fn outbox(&self, _: &Consumed, _: RangeInclusive<i64>) -> Result<Vec<OutboxEntry>, StateError> {
+        Ok(Vec::new())
+    }
+
+    fn drop_outbox_below(&self, _: &Consumed, _: i64) -> Result<(), StateError> {
         Ok(())
     }
 }

@@ -10,6 +10,10 @@
 //! written, so a crash in between re-runs the input (at-least-once publishing) rather than
 //! losing its messages.
 //!
+//! A record of an exactly-once subscription queues nothing on the bus: its messages go into
+//! the outbox, in the same store transaction as its state writes, and the bus publishes them
+//! with its offset once the record is committed (see `bus::transactions`).
+//!
 //! Both stages run in a task of their own: a caller that goes away (an HTTP client
 //! disconnecting) cannot leave a commit half done.
 
@@ -21,7 +25,7 @@ use super::trace::TRACEPARENT;
 use super::{Dispatcher, Input};
 use crate::bus::{Acks, BusError};
 use crate::runtime::{Effects, OutMessage, PluginInfo};
-use crate::state::{ApplyError, StateError, StateStore, Ticket};
+use crate::state::{ApplyError, Consumed, OutboxEntry, StateError, StateStore, Ticket};
 
 /// Header naming the plugin that produced a message.
 pub const PLUGIN_HEADER: &str = "eventhost-plugin";
@@ -84,9 +88,10 @@ impl Dispatcher {
         }
         let (staged_tx, staged) = oneshot::channel();
         let (settled_tx, settled) = oneshot::channel();
-        let (this, plugin) = (self.clone(), plugin.clone());
+        let (this, plugin, consumed) = (self.clone(), plugin.clone(), input.consumed.clone());
         tokio::spawn(async move {
-            let staged = match this.stage(&plugin, messages, effects, exclusive).await {
+            let staged = this.stage(&plugin, messages, effects, exclusive, consumed);
+            let staged = match staged.await {
                 Ok(staged) => {
                     let _ = staged_tx.send(Ok(()));
                     staged
@@ -117,42 +122,54 @@ impl Dispatcher {
         messages: Vec<OutMessage>,
         effects: Effects,
         exclusive: Option<OwnedMutexGuard<()>>,
+        consumed: Option<(Consumed, i64)>,
     ) -> Result<Staged, CommitError> {
-        let ticket =
-            if effects.reads.is_empty() && effects.scans.is_empty() && effects.writes.is_empty() {
-                None
-            } else {
-                let _lock = match exclusive {
-                    Some(lock) => lock,
-                    None => self.commit_lock(&plugin.name).lock_owned().await,
-                };
-                let (pending, name) = (self.pending.clone(), plugin.name.clone());
-                let (reads, scans) = (effects.reads, effects.scans);
-                let writes: Vec<_> = effects.writes.into_iter().collect();
-                let checked = tokio::task::spawn_blocking(move || {
-                    for (key, seen) in &reads {
-                        if pending.get(&name, key)? != *seen {
-                            return Ok(None);
-                        }
-                    }
-                    for (prefix, seen) in &scans {
-                        if pending.scan(&name, prefix)? != *seen {
-                            return Ok(None);
-                        }
-                    }
-                    Ok::<_, StateError>(Some(pending.register(&name, writes)))
-                })
-                .await;
-                match checked {
-                    Ok(Ok(Some(ticket))) => Some(ticket),
-                    Ok(Ok(None)) => return Err(CommitError::Conflict),
-                    Ok(Err(e)) => return Err(CommitError::Store(e)),
-                    Err(join) => {
-                        let failed = StateError::failed("the read check failed");
-                        return Err(CommitError::Store(failed(join)));
+        let pure =
+            effects.reads.is_empty() && effects.scans.is_empty() && effects.writes.is_empty();
+        let ticket = if pure && (consumed.is_none() || messages.is_empty()) {
+            None
+        } else {
+            let _lock = match exclusive {
+                Some(lock) => lock,
+                None => self.commit_lock(&plugin.name).lock_owned().await,
+            };
+            let (pending, name) = (self.pending.clone(), plugin.name.clone());
+            let (reads, scans) = (effects.reads, effects.scans);
+            let writes: Vec<_> = effects.writes.into_iter().collect();
+            let checked = tokio::task::spawn_blocking(move || {
+                for (key, seen) in &reads {
+                    if pending.get(&name, key)? != *seen {
+                        return Ok(None);
                     }
                 }
-            };
+                for (prefix, seen) in &scans {
+                    if pending.scan(&name, prefix)? != *seen {
+                        return Ok(None);
+                    }
+                }
+                Ok::<_, StateError>(Some(pending.register(&name, writes)))
+            })
+            .await;
+            match checked {
+                Ok(Ok(Some(ticket))) => Some(ticket),
+                Ok(Ok(None)) => return Err(CommitError::Conflict),
+                Ok(Err(e)) => return Err(CommitError::Store(e)),
+                Err(join) => {
+                    let failed = StateError::failed("the read check failed");
+                    return Err(CommitError::Store(failed(join)));
+                }
+            }
+        };
+        if let Some((from, offset)) = consumed {
+            let ticket = ticket.map(|ticket| {
+                ticket.carrying(OutboxEntry {
+                    from,
+                    offset,
+                    messages,
+                })
+            });
+            return Ok(Staged { acks: None, ticket });
+        }
         // A dropped ticket withdraws its writes, so an error here leaves nothing behind.
         let acks = if messages.is_empty() {
             None

@@ -13,9 +13,10 @@ use super::admission::Kind;
 use super::commit::{CommitError, Committing, PLUGIN_HEADER, VERSION_HEADER};
 use super::trace::{Span, TRACEPARENT};
 use super::{Dispatcher, Input, InputError};
-use crate::bus::{BusError, Finish, Handled, Record, RecordHandler};
-use crate::error::Chain;
+use crate::bus::{BusError, Finish, Handled, Outbox, Record, RecordHandler};
+use crate::error::{Chain, cause};
 use crate::runtime::{Delivery, LoadedPlugin, Message, OutMessage, Runtime};
+use crate::state::{Consumed, OutboxEntry, PendingStore, StateStore};
 use crate::telemetry::{InputSource, InputSpan};
 
 /// What the dispatcher needs to know about one subscription.
@@ -75,6 +76,13 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) -> RecordHandler {
         let (concurrency, max_pending) = (settings.concurrency, settings.max_pending);
+        let outbox = self.exactly_once.then(|| -> Arc<dyn Outbox> {
+            Arc::new(StoreOutbox {
+                store: self.pending.clone(),
+                group: settings.group.clone(),
+                topic: settings.topic.clone(),
+            })
+        });
         let dispatcher = self.clone();
         let sub = Arc::new(Subscribed {
             settings,
@@ -82,15 +90,44 @@ impl Dispatcher {
             refused: Mutex::default(),
             shutdown,
         });
-        RecordHandler::pipelined(concurrency as usize, max_pending as usize, move |record| {
-            dispatcher.clone().start(sub.clone(), record).boxed()
-        })
+        let handler =
+            RecordHandler::pipelined(concurrency as usize, max_pending as usize, move |record| {
+                dispatcher.clone().start(sub.clone(), record).boxed()
+            });
+        match outbox {
+            Some(outbox) => handler.transactional(outbox),
+            None => handler,
+        }
     }
 
     /// Runs a record until its commit is past the first stage, then returns the wait for the
     /// rest; or handles it to the end (dead letter, shutdown) and returns that outcome.
     async fn start(self: Arc<Self>, sub: Arc<Subscribed>, record: Record) -> Finish {
         let settings = &sub.settings;
+        let consumed = self.exactly_once.then(|| {
+            let from = Consumed {
+                group: settings.group.clone(),
+                topic: record.topic.clone(),
+                partition: record.partition,
+            };
+            (from, record.offset)
+        });
+        if let Some((from, offset)) = &consumed {
+            match self.pending.outbox(from, *offset..=*offset) {
+                // Applied before a crash and not yet published: the transaction that commits
+                // its offset publishes it. Running it again would apply it twice.
+                Ok(entries) if !entries.is_empty() => return Finish::now(Handled::Commit),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(input = %format!("{}/{}@{}", record.topic, record.partition, record.offset),
+                        "cannot read the outbox, running again later: {}", Chain(&e));
+                    return match sub.pause(settings.backoff).await {
+                        true => Finish::now(Handled::Rerun),
+                        false => Finish::now(Handled::Stop),
+                    };
+                }
+            }
+        }
         let id = format!("{}/{}/{}", record.topic, record.partition, record.offset);
         let input = Input {
             plugin: &settings.plugin,
@@ -103,6 +140,7 @@ impl Dispatcher {
                     .find(|(name, _)| name.eq_ignore_ascii_case(TRACEPARENT))
                     .map(|(_, value)| value.as_slice()),
             ),
+            consumed,
         };
         let source = InputSource::Record {
             topic: &record.topic,
@@ -247,7 +285,11 @@ impl Dispatcher {
         let input = format!("{}/{}@{}", record.topic, record.partition, record.offset);
         let mut delay = sub.backoff;
         loop {
-            match self.bus.publish(vec![message.clone()]).await {
+            let sent = match self.exactly_once {
+                true => self.dead_letter_to_outbox(sub, record, &message).await,
+                false => self.bus.publish(vec![message.clone()]).await,
+            };
+            match sent {
                 Ok(()) => {
                     tracing::warn!(plugin = %sub.plugin, input = %input,
                         dead_letter = %sub.dead_letter, "dead-lettered after {attempts} attempt(s): {}", Chain(error));
@@ -270,6 +312,65 @@ impl Dispatcher {
             }
             delay = (delay * 2).min(sub.max_backoff);
         }
+    }
+}
+
+impl Dispatcher {
+    /// Stores an exactly-once record's dead letter as its outbox entry: published with its
+    /// offset, once.
+    async fn dead_letter_to_outbox(
+        &self,
+        sub: &SubscriptionRuntime,
+        record: &Record,
+        message: &OutMessage,
+    ) -> Result<(), BusError> {
+        let entry = OutboxEntry {
+            from: Consumed {
+                group: sub.group.clone(),
+                topic: record.topic.clone(),
+                partition: record.partition,
+            },
+            offset: record.offset,
+            messages: vec![message.clone()],
+        };
+        let ticket = self.pending.register(&sub.plugin, Vec::new());
+        ticket
+            .carrying(entry)
+            .apply()
+            .await
+            .map_err(|e| BusError::unavailable("cannot store the dead letter", cause(e)))
+    }
+}
+
+/// An exactly-once subscription's outbox, in the state store.
+struct StoreOutbox {
+    store: Arc<PendingStore>,
+    group: String,
+    topic: String,
+}
+
+impl StoreOutbox {
+    fn consumed(&self, partition: i32) -> Consumed {
+        Consumed {
+            group: self.group.clone(),
+            topic: self.topic.clone(),
+            partition,
+        }
+    }
+}
+
+impl Outbox for StoreOutbox {
+    fn messages(&self, partition: i32, from: i64, to: i64) -> Result<Vec<OutMessage>, BusError> {
+        let entries = (self.store.outbox(&self.consumed(partition), from..=to))
+            .map_err(|e| BusError::other("cannot read the outbox", cause(e)))?;
+        Ok(entries.into_iter().flat_map(|e| e.messages).collect())
+    }
+
+    fn published(&self, partition: i32, offset: i64) -> Result<(), BusError> {
+        (self
+            .store
+            .drop_outbox_below(&self.consumed(partition), offset))
+        .map_err(|e| BusError::other("cannot trim the outbox", cause(e)))
     }
 }
 

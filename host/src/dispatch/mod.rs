@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::runtime::{
     Failure, HttpRequest, HttpResponse, Invocation, InvokeError, LoadedPlugin, Registry, Runtime,
 };
-use crate::state::PendingStore;
+use crate::state::{Consumed, PendingStore};
 use crate::telemetry::{InputSource, InputSpan, Telemetry};
 
 /// One run of a handler on a fresh instance, as the dispatcher drives it.
@@ -178,6 +178,8 @@ pub struct Dispatcher {
     stalled: Mutex<BTreeMap<String, String>>,
     metrics: Arc<Metrics>,
     telemetry: Telemetry,
+    /// Subscriptions keep their results in the outbox and publish them in transactions.
+    exactly_once: bool,
 }
 
 /// What the dispatcher knows of one input while it runs it.
@@ -192,6 +194,9 @@ struct Input<'a> {
     label: Arc<str>,
     /// Its place in a trace: its messages carry it as their parent.
     span: Span,
+    /// For a record of an exactly-once subscription: where it was consumed and its offset.
+    /// Its messages then go to the outbox with its state writes.
+    consumed: Option<(Consumed, i64)>,
 }
 
 impl Dispatcher {
@@ -215,6 +220,16 @@ impl Dispatcher {
             stalled: Mutex::default(),
             metrics,
             telemetry: Telemetry::off(),
+            exactly_once: false,
+        }
+    }
+
+    /// Makes every subscription exactly-once (`[bus] exactly_once`): a record's messages, its
+    /// state writes and its offset take effect together.
+    pub fn with_exactly_once(self, exactly_once: bool) -> Self {
+        Dispatcher {
+            exactly_once,
+            ..self
         }
     }
 
@@ -269,6 +284,7 @@ impl Dispatcher {
             id: &id,
             label: format!("{} {}", request.method, request.path).into(),
             span: Span::continuing(parent),
+            consumed: None,
         };
         let source = InputSource::Http {
             method: &request.method,

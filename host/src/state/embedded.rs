@@ -3,17 +3,22 @@
 //! State grows on disk, not in memory: redb's page cache is capped at [`CACHE_BYTES`] (its
 //! own default is 1 GiB, which a long-running host would fill as state grows).
 
+use std::ops::RangeInclusive;
 use std::path::Path;
 
 use redb::{Builder, Database, ReadableDatabase, TableDefinition};
 
-use super::{StateError, StateStore, Write};
+use super::{Batch, Consumed, OutboxEntry, StateError, StateStore, outbox};
 
 /// Memory for redb's page cache (reads and the write buffer together).
 pub const CACHE_BYTES: usize = 4 << 20;
 
 /// All namespaces share one table; keys are `namespace NUL key`, so a namespace is a key range.
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+
+/// The outbox: (group, topic, partition, offset) → the record's encoded messages.
+type OutboxKey = (&'static str, &'static str, i32, i64);
+const OUTBOX: TableDefinition<OutboxKey, &[u8]> = TableDefinition::new("outbox");
 
 /// A [`StateStore`] in a single local file.
 pub struct EmbeddedStore {
@@ -41,6 +46,8 @@ impl EmbeddedStore {
             .map_err(StateError::failed("cannot begin a write"))?;
         txn.open_table(ENTRIES)
             .map_err(StateError::failed("cannot create the table"))?;
+        txn.open_table(OUTBOX)
+            .map_err(StateError::failed("cannot create the outbox"))?;
         txn.commit().map_err(StateError::failed("cannot commit"))?;
         Ok(EmbeddedStore { db })
     }
@@ -88,8 +95,8 @@ impl StateStore for EmbeddedStore {
         Ok(entries)
     }
 
-    fn apply_batch(&self, batch: &[(String, Vec<Write>)]) -> Result<(), StateError> {
-        if batch.iter().all(|(_, writes)| writes.is_empty()) {
+    fn apply_batch(&self, batch: &Batch) -> Result<(), StateError> {
+        if batch.is_empty() {
             return Ok(());
         }
         let txn = self
@@ -100,7 +107,7 @@ impl StateStore for EmbeddedStore {
             let mut table = txn
                 .open_table(ENTRIES)
                 .map_err(StateError::failed("cannot open the table"))?;
-            for (namespace, writes) in batch {
+            for (namespace, writes) in &batch.writes {
                 for (key, value) in writes {
                     let key = full_key(namespace, key);
                     match value {
@@ -110,6 +117,68 @@ impl StateStore for EmbeddedStore {
                     .map_err(StateError::failed("cannot write"))?;
                 }
             }
+            let mut table = txn
+                .open_table(OUTBOX)
+                .map_err(StateError::failed("cannot open the outbox"))?;
+            for entry in &batch.outbox {
+                let from = &entry.from;
+                let key = (from.group.as_str(), from.topic.as_str(), from.partition);
+                let encoded = outbox::encode(&entry.messages);
+                table
+                    .insert((key.0, key.1, key.2, entry.offset), encoded.as_slice())
+                    .map_err(StateError::failed("cannot write the outbox"))?;
+            }
+        }
+        txn.commit().map_err(StateError::failed("cannot commit"))
+    }
+
+    fn outbox(
+        &self,
+        from: &Consumed,
+        offsets: RangeInclusive<i64>,
+    ) -> Result<Vec<OutboxEntry>, StateError> {
+        let txn = (self.db.begin_read()).map_err(StateError::failed("cannot begin a read"))?;
+        let table =
+            (txn.open_table(OUTBOX)).map_err(StateError::failed("cannot open the outbox"))?;
+        let (group, topic, partition) = (from.group.as_str(), from.topic.as_str(), from.partition);
+        let range =
+            (group, topic, partition, *offsets.start())..=(group, topic, partition, *offsets.end());
+        let mut entries = Vec::new();
+        for entry in table
+            .range(range)
+            .map_err(StateError::failed("cannot read the outbox"))?
+        {
+            let (key, value) = entry.map_err(StateError::failed("cannot read the outbox"))?;
+            entries.push(OutboxEntry {
+                from: from.clone(),
+                offset: key.value().3,
+                messages: outbox::decode(value.value())?,
+            });
+        }
+        Ok(entries)
+    }
+
+    fn drop_outbox_below(&self, from: &Consumed, offset: i64) -> Result<(), StateError> {
+        let (group, topic, partition) = (from.group.as_str(), from.topic.as_str(), from.partition);
+        let range = (group, topic, partition, i64::MIN)..(group, topic, partition, offset);
+        {
+            let txn = (self.db.begin_read()).map_err(StateError::failed("cannot begin a read"))?;
+            let table =
+                (txn.open_table(OUTBOX)).map_err(StateError::failed("cannot open the outbox"))?;
+            let mut below = table
+                .range(range.clone())
+                .map_err(StateError::failed("cannot read the outbox"))?;
+            if below.next().is_none() {
+                return Ok(());
+            }
+        }
+        let txn = (self.db.begin_write()).map_err(StateError::failed("cannot begin a write"))?;
+        {
+            let mut table =
+                (txn.open_table(OUTBOX)).map_err(StateError::failed("cannot open the outbox"))?;
+            table
+                .retain_in(range, |_, _| false)
+                .map_err(StateError::failed("cannot trim the outbox"))?;
         }
         txn.commit().map_err(StateError::failed("cannot commit"))
     }
@@ -118,6 +187,8 @@ impl StateStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::OutMessage;
+    use crate::state::Write;
 
     fn store() -> (tempfile::TempDir, EmbeddedStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -198,5 +269,54 @@ mod tests {
         let store = EmbeddedStore::open(&path).unwrap();
         assert_eq!(store.get("p", "keep").unwrap(), Some(b"v".to_vec()));
         assert_eq!(store.get("p", "gone").unwrap(), None);
+    }
+
+    #[test]
+    fn outbox_entries_commit_with_the_writes_and_go_once_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let from = Consumed {
+            group: "payments".into(),
+            topic: "orders".into(),
+            partition: 1,
+        };
+        let other = Consumed {
+            partition: 2,
+            ..from.clone()
+        };
+        let entry = |from: &Consumed, offset: i64| OutboxEntry {
+            from: from.clone(),
+            offset,
+            messages: vec![OutMessage {
+                topic: "payments".into(),
+                key: None,
+                value: format!("result of {offset}").into_bytes(),
+                headers: Vec::new(),
+            }],
+        };
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store
+                .apply_batch(&Batch {
+                    writes: vec![("p".into(), vec![("k".into(), Some(b"v".to_vec()))])],
+                    outbox: vec![entry(&from, 7), entry(&from, 8), entry(&other, 7)],
+                })
+                .unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.get("p", "k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            store.outbox(&from, 0..=100).unwrap(),
+            [entry(&from, 7), entry(&from, 8)],
+            "one partition's entries, in offset order"
+        );
+        assert_eq!(store.outbox(&from, 8..=8).unwrap(), [entry(&from, 8)]);
+        store.drop_outbox_below(&from, 8).unwrap();
+        assert_eq!(store.outbox(&from, 0..=100).unwrap(), [entry(&from, 8)]);
+        assert_eq!(
+            store.outbox(&other, 0..=100).unwrap(),
+            [entry(&other, 7)],
+            "other partitions keep theirs"
+        );
     }
 }

@@ -5,15 +5,35 @@
 //! check ([`PendingStore`]), and are applied here, many inputs in one atomic batch.
 
 mod embedded;
+mod outbox;
 mod pending;
+
+use std::ops::RangeInclusive;
 
 use crate::error::{Cause, cause};
 
 pub use embedded::EmbeddedStore;
+pub use outbox::{Consumed, OutboxEntry};
 pub use pending::{ApplyError, PendingStore, Ticket};
 
 /// One staged write: a key and its new value, `None` to delete.
 pub type Write = (String, Option<Vec<u8>>);
+
+/// What one store transaction applies: the writes of many inputs, namespace by namespace in
+/// order, and the outbox entries of the consumed records among them.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Each namespace's writes, applied in this order.
+    pub writes: Vec<(String, Vec<Write>)>,
+    /// Entries added to the outbox.
+    pub outbox: Vec<OutboxEntry>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.outbox.is_empty() && self.writes.iter().all(|(_, writes)| writes.is_empty())
+    }
+}
 
 /// Why the store could not serve a request: what failed, and the store's own error beneath.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -57,10 +77,25 @@ pub trait StateStore: Send + Sync + 'static {
     /// Applies `writes` to `namespace` atomically and durably: after `Ok`, a crash loses none
     /// of them; after `Err` or a crash during the call, none is visible.
     fn apply(&self, namespace: &str, writes: &[Write]) -> Result<(), StateError> {
-        self.apply_batch(&[(namespace.to_string(), writes.to_vec())])
+        self.apply_batch(&Batch {
+            writes: vec![(namespace.to_string(), writes.to_vec())],
+            outbox: Vec::new(),
+        })
     }
 
-    /// Applies every namespace's writes, in order, atomically and durably, as [`Self::apply`]
-    /// does for one.
-    fn apply_batch(&self, batch: &[(String, Vec<Write>)]) -> Result<(), StateError>;
+    /// Applies every namespace's writes, in order, and adds the batch's outbox entries, all
+    /// atomically and durably, as [`Self::apply`] does for one namespace. This is the commit
+    /// exactly-once rests on: state writes and what the inputs produced, together.
+    fn apply_batch(&self, batch: &Batch) -> Result<(), StateError>;
+
+    /// The outbox entries of `from` whose offsets are in `offsets`, in offset order.
+    fn outbox(
+        &self,
+        from: &Consumed,
+        offsets: RangeInclusive<i64>,
+    ) -> Result<Vec<OutboxEntry>, StateError>;
+
+    /// Drops the outbox entries of `from` below `offset`: they are published and their
+    /// offsets committed.
+    fn drop_outbox_below(&self, from: &Consumed, offset: i64) -> Result<(), StateError>;
 }

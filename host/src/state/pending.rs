@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{StateError, StateStore, Write};
+use std::ops::RangeInclusive;
+
+use super::{Batch, Consumed, OutboxEntry, StateError, StateStore, Write};
 use crate::metrics::Metrics;
 
 /// Most inputs whose writes go into one store transaction.
@@ -99,6 +101,7 @@ pub struct Ticket {
     namespace: String,
     id: u64,
     writes: Vec<Write>,
+    outbox: Option<OutboxEntry>,
     progress: Arc<Progress>,
     previous: Option<Arc<Progress>>,
     settled: bool,
@@ -107,6 +110,7 @@ pub struct Ticket {
 struct Request {
     namespace: String,
     writes: Vec<Write>,
+    outbox: Option<OutboxEntry>,
     previous: Option<Arc<Progress>>,
     progress: Arc<Progress>,
     done: oneshot::Sender<Result<(), ApplyError>>,
@@ -146,6 +150,7 @@ impl PendingStore {
             namespace: namespace.to_string(),
             id,
             writes,
+            outbox: None,
             progress,
             previous,
             settled: false,
@@ -236,12 +241,30 @@ impl StateStore for PendingStore {
         Ok(merged.into_iter().collect())
     }
 
-    fn apply_batch(&self, batch: &[(String, Vec<Write>)]) -> Result<(), StateError> {
+    fn apply_batch(&self, batch: &Batch) -> Result<(), StateError> {
         self.store.apply_batch(batch)
+    }
+
+    fn outbox(
+        &self,
+        from: &Consumed,
+        offsets: RangeInclusive<i64>,
+    ) -> Result<Vec<OutboxEntry>, StateError> {
+        self.store.outbox(from, offsets)
+    }
+
+    fn drop_outbox_below(&self, from: &Consumed, offset: i64) -> Result<(), StateError> {
+        self.store.drop_outbox_below(from, offset)
     }
 }
 
 impl Ticket {
+    /// Stores `entry` in the outbox in the same transaction as the writes.
+    pub fn carrying(mut self, entry: OutboxEntry) -> Self {
+        self.outbox = Some(entry);
+        self
+    }
+
     /// Applies the writes durably, after every earlier ticket of the namespace was handed to
     /// the writer. Fails with [`ApplyError::Superseded`] when an earlier one failed.
     pub async fn apply(mut self) -> Result<(), ApplyError> {
@@ -255,6 +278,7 @@ impl Ticket {
         let request = Request {
             namespace: self.namespace.clone(),
             writes: std::mem::take(&mut self.writes),
+            outbox: self.outbox.take(),
             previous: self.previous.take(),
             progress: self.progress.clone(),
             done,
@@ -328,10 +352,15 @@ async fn write_batches(
                 accepted.push(request);
             }
         }
-        let writes: Vec<(String, Vec<Write>)> = accepted
-            .iter_mut()
-            .map(|r| (r.namespace.clone(), std::mem::take(&mut r.writes)))
-            .collect();
+        let writes = Batch {
+            writes: (accepted.iter_mut())
+                .map(|r| (r.namespace.clone(), std::mem::take(&mut r.writes)))
+                .collect(),
+            outbox: accepted
+                .iter_mut()
+                .filter_map(|r| r.outbox.take())
+                .collect(),
+        };
         let Some((store, metrics)) = pending
             .upgrade()
             .map(|p| (p.store.clone(), p.metrics.clone()))
@@ -379,12 +408,22 @@ mod tests {
         fn scan(&self, ns: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
             self.inner.scan(ns, prefix)
         }
-        fn apply_batch(&self, batch: &[(String, Vec<Write>)]) -> Result<(), StateError> {
+        fn apply_batch(&self, batch: &Batch) -> Result<(), StateError> {
             if self.failing.load(Ordering::SeqCst) {
                 return Err(StateError::new("disk unavailable"));
             }
-            self.batches.lock().unwrap().push(batch.len());
+            self.batches.lock().unwrap().push(batch.writes.len());
             self.inner.apply_batch(batch)
+        }
+        fn outbox(
+            &self,
+            from: &Consumed,
+            offsets: RangeInclusive<i64>,
+        ) -> Result<Vec<OutboxEntry>, StateError> {
+            self.inner.outbox(from, offsets)
+        }
+        fn drop_outbox_below(&self, from: &Consumed, offset: i64) -> Result<(), StateError> {
+            self.inner.drop_outbox_below(from, offset)
         }
     }
 
@@ -475,6 +514,38 @@ mod tests {
         assert!(matches!(second.apply().await, Err(ApplyError::Superseded)));
         assert_eq!(flaky.get("p", "k").unwrap(), None);
         assert_eq!(pending.pending_keys(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_outbox_entry_is_stored_with_its_writes_or_not_at_all() {
+        let (_dir, flaky, pending) = flaky();
+        let from = Consumed {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+        };
+        let entry = |offset| OutboxEntry {
+            from: from.clone(),
+            offset,
+            messages: Vec::new(),
+        };
+        flaky.failing.store(true, Ordering::SeqCst);
+        let failed = pending
+            .register("p", vec![set("k", "1")])
+            .carrying(entry(1));
+        assert!(failed.apply().await.is_err());
+        flaky.failing.store(false, Ordering::SeqCst);
+        assert_eq!(
+            flaky.outbox(&from, 0..=9).unwrap(),
+            [],
+            "nothing of the failed batch"
+        );
+        let applied = pending
+            .register("p", vec![set("k", "2")])
+            .carrying(entry(2));
+        applied.apply().await.unwrap();
+        assert_eq!(flaky.get("p", "k").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(flaky.outbox(&from, 0..=9).unwrap(), [entry(2)]);
     }
 
     /// Read-modify-writes as the dispatcher does them: read through the view, check the read
