@@ -12,17 +12,50 @@ fn payment_key(order_id: &str) -> String {
     format!("payment:{order_id}")
 }
 
+/// The host's id of a message: a message published again (at-least-once) carries the same.
+const MESSAGE_ID_HEADER: &str = "eventhost-id";
+
+/// Where the id of the last message applied to an order from one topic is kept.
+fn applied_key(kind: &str, order_id: &str) -> String {
+    format!("applied:{kind}:{order_id}")
+}
+
 /// Handles a message from either topic, told apart by name since both are configurable.
 pub fn on_message(host: &mut impl Host, delivery: &Delivery) -> Result<(), Failure> {
     let topic = &delivery.message.topic;
     let value = &delivery.message.value;
     if *topic == host.config_or("orders_topic", "orders") {
-        on_order(host, model::parse_order(value).map_err(Failure::Invalid)?)
+        let order = model::parse_order(value).map_err(Failure::Invalid)?;
+        if first_time(host, delivery, "order", &order.order_id) {
+            on_order(host, order)?;
+        }
+        Ok(())
     } else if *topic == host.config_or("payments_topic", "payments") {
-        on_payment(host, model::parse_payment(value).map_err(Failure::Invalid)?)
+        let payment = model::parse_payment(value).map_err(Failure::Invalid)?;
+        if first_time(host, delivery, "payment", &payment.order_id) {
+            on_payment(host, payment)?;
+        }
+        Ok(())
     } else {
         Err(Failure::invalid(format!("unexpected topic {topic:?}")))
     }
+}
+
+/// False for a copy of the last message of this kind applied to the order (same
+/// `eventhost-id`): messages caused by HTTP requests are published at least once, and a copy
+/// applied again could undo a later change (a status set by hand). One id per order and kind
+/// is kept, so state grows with orders, not with messages.
+fn first_time(host: &mut impl Host, delivery: &Delivery, kind: &str, order_id: &str) -> bool {
+    let headers = &delivery.message.headers;
+    let Some((_, id)) = headers.iter().find(|(name, _)| name == MESSAGE_ID_HEADER) else {
+        return true;
+    };
+    let key = applied_key(kind, order_id);
+    if host.get(&key).as_ref() == Some(id) {
+        return false;
+    }
+    // Staged with the order's own writes: both commit, or neither.
+    host.set(&key, id).is_ok()
 }
 
 fn on_order(host: &mut impl Host, incoming: OrderRecord) -> Result<(), Failure> {
@@ -158,6 +191,34 @@ mod tests {
         deliver(&mut host, "payments", &payment("COMPLETED")).ok();
         assert_eq!(status(&mut host, "o-1"), "COMPLETED");
         assert_eq!(host.state.len(), 1);
+    }
+
+    #[test]
+    fn a_copy_of_a_message_is_dropped_by_its_id() {
+        let mut host = FakeHost::new();
+        deliver(&mut host, "orders", ORDER).unwrap();
+        let paid = |id: &str| Message {
+            topic: "payments".into(),
+            value: payment("COMPLETED").into_bytes(),
+            headers: vec![(MESSAGE_ID_HEADER.into(), id.as_bytes().to_vec())],
+            ..Message::default()
+        };
+        let delivery = |message| Delivery {
+            message,
+            attempt: 1,
+            ..Delivery::default()
+        };
+        on_message(&mut host, &delivery(paid("orders/0/7#0"))).unwrap();
+        assert_eq!(status(&mut host, "o-1"), "COMPLETED");
+        on_request(&mut host, &Request::new("GET", "/api/orders/o-1/SHIPPED")).unwrap();
+        on_message(&mut host, &delivery(paid("orders/0/7#0"))).unwrap();
+        assert_eq!(status(&mut host, "o-1"), "SHIPPED", "the copy was dropped");
+        on_message(&mut host, &delivery(paid("orders/0/9#0"))).unwrap();
+        assert_eq!(
+            status(&mut host, "o-1"),
+            "COMPLETED",
+            "a new message applies"
+        );
     }
 
     #[test]
