@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn a_copy_of_a_message_is_dropped_by_its_id() {
         let mut host = FakeHost::new();
-        deliver(&mut host, "orders", ORDER).unwrap();
+        assert_eq!(deliver(&mut host, "orders", ORDER), Ok(()));
         let paid = |id: &str| Message {
             topic: "payments".into(),
             value: payment("COMPLETED").into_bytes(),
@@ -208,12 +208,22 @@ mod tests {
             attempt: 1,
             ..Delivery::default()
         };
-        on_message(&mut host, &delivery(paid("orders/0/7#0"))).unwrap();
+        assert_eq!(
+            on_message(&mut host, &delivery(paid("orders/0/7#0"))),
+            Ok(())
+        );
         assert_eq!(status(&mut host, "o-1"), "COMPLETED");
-        on_request(&mut host, &Request::new("GET", "/api/orders/o-1/SHIPPED")).unwrap();
-        on_message(&mut host, &delivery(paid("orders/0/7#0"))).unwrap();
+        let shipped = on_request(&mut host, &Request::new("GET", "/api/orders/o-1/SHIPPED"));
+        assert_eq!(shipped.map(|r| r.status), Ok(200));
+        assert_eq!(
+            on_message(&mut host, &delivery(paid("orders/0/7#0"))),
+            Ok(())
+        );
         assert_eq!(status(&mut host, "o-1"), "SHIPPED", "the copy was dropped");
-        on_message(&mut host, &delivery(paid("orders/0/9#0"))).unwrap();
+        assert_eq!(
+            on_message(&mut host, &delivery(paid("orders/0/9#0"))),
+            Ok(())
+        );
         assert_eq!(
             status(&mut host, "o-1"),
             "COMPLETED",
