@@ -33,8 +33,6 @@
 //!   `EVENTHOST_BENCH_LANGUAGE_PARTITIONS` (3), with `EVENTHOST_BENCH_LANGUAGE_ORDERS` (20000)
 //!   orders for the compiled languages and `EVENTHOST_BENCH_INTERPRETED_ORDERS` (3000) for
 //!   JavaScript and Python, whose runs would otherwise last minutes (each stops at the window);
-//! - `EVENTHOST_BENCH_HOST_EXACTLY_ONCE=1`: the host has `[bus] exactly_once`; run its rows
-//!   (otherwise they say "not available");
 //! - `EVENTHOST_BENCH_SLOW_ORDERS` (100; 0 skips it): also time that many orders with the
 //!   workshop's 5 s processing delay on 3 partitions, for at most
 //!   `EVENTHOST_BENCH_SLOW_TIMEOUT_S` (120);
@@ -330,7 +328,6 @@ fn throughput_row(
     guarantee: Guarantee,
     partitions: i32,
 ) -> anyhow::Result<ThroughputRow> {
-    let host_available = guarantee == Guarantee::AtLeastOnce || bench.settings.host_exactly_once;
     let mut native: Option<Throughput> = None;
     let mut eventhost: Option<Throughput> = None;
     let shipped = bench.shipped();
@@ -339,10 +336,8 @@ fn throughput_row(
             native,
             bench.throughput(Side::Native, guarantee, partitions, &shipped)?,
         );
-        if host_available {
-            let run = bench.throughput(Side::Eventhost, guarantee, partitions, &shipped)?;
-            eventhost = best(eventhost, run);
-        }
+        let run = bench.throughput(Side::Eventhost, guarantee, partitions, &shipped)?;
+        eventhost = best(eventhost, run);
     }
     Ok(ThroughputRow::new(guarantee, partitions, native, eventhost))
 }

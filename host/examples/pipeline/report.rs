@@ -11,9 +11,6 @@ use crate::languages::LanguageRow;
 use crate::measure::{Latency, Throughput};
 use crate::settings::Settings;
 
-/// Why a row of the host has no figure.
-const HOST_HAS_NO_EXACTLY_ONCE: &str = "not available: the host has no `[bus] exactly_once` yet (EVENTHOST_BENCH_HOST_EXACTLY_ONCE=1 once it has)";
-
 #[derive(Serialize)]
 pub struct Report {
     machine: Machine,
@@ -42,7 +39,6 @@ pub struct ThroughputRow {
     pub eventhost: Option<Throughput>,
     /// eventhost events/s over native events/s.
     pub ratio: Option<f64>,
-    pub note: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -81,14 +77,12 @@ impl ThroughputRow {
             .zip(eventhost.as_ref())
             .filter(|(native, _)| native.events_per_s > 0.0)
             .map(|(native, host)| host.events_per_s / native.events_per_s);
-        let note = eventhost.is_none().then_some(HOST_HAS_NO_EXACTLY_ONCE);
         ThroughputRow {
             guarantee,
             partitions,
             native,
             eventhost,
             ratio,
-            note,
         }
     }
 }
@@ -200,12 +194,6 @@ impl Report {
                 out,
                 "| {guarantee} | {} | {native} | {host} | {ratio} |",
                 row.partitions
-            );
-        }
-        if self.throughput.iter().any(|row| row.note.is_some()) {
-            let _ = writeln!(
-                out,
-                "\nexactly-once, eventhost: {HOST_HAS_NO_EXACTLY_ONCE}."
             );
         }
     }

@@ -20,7 +20,6 @@ pub struct Settings {
     pub drain_s: u64,
     pub lone_orders: usize,
     pub rounds: usize,
-    pub host_exactly_once: bool,
     pub slow_orders: Option<usize>,
     pub slow_timeout_s: u64,
     #[serde(skip)]
@@ -59,7 +58,6 @@ impl Settings {
             drain_s: env_number("EVENTHOST_BENCH_DRAIN_S", 10)?,
             lone_orders: 20,
             rounds: env_number("EVENTHOST_BENCH_ROUNDS", 2)?.max(1),
-            host_exactly_once: env_text("EVENTHOST_BENCH_HOST_EXACTLY_ONCE", "") == "1",
             slow_orders: match env_text("EVENTHOST_BENCH_SLOW_ORDERS", "100").trim() {
                 "" | "0" => None,
                 text => Some(
