@@ -3,7 +3,7 @@
 CARGO ?= cargo
 COOLSTORE ?= examples/coolstore/eventhost.toml
 
-.PHONY: build plugins host test lint bench soak run run-kafka run-hello kafka-start kafka-stop clean
+.PHONY: build plugins shop-plugins host test lint bench soak run run-kafka run-hello kafka-start kafka-stop clean
 
 build: plugins host
 
@@ -24,14 +24,17 @@ lint:
 
 SHOP_PLUGINS = catalog cart payment order
 
-# The coolstore on the embedded bus at http://127.0.0.1:8080.
-run: plugins
+# Builds the plugins and copies the shop's into examples/coolstore/plugins, where its configs
+# load them from.
+shop-plugins: plugins
 	bash scripts/stage-plugins examples/coolstore/plugins $(SHOP_PLUGINS)
+
+# The coolstore on the embedded bus at http://127.0.0.1:8080.
+run: shop-plugins
 	$(CARGO) run --bin eventhost -- run $(COOLSTORE)
 
 # The same shop on a real Kafka broker (started here, left running; stop it with make kafka-stop).
-run-kafka: plugins kafka-start
-	bash scripts/stage-plugins examples/coolstore/plugins $(SHOP_PLUGINS)
+run-kafka: shop-plugins kafka-start
 	$(CARGO) run --bin eventhost -- run examples/coolstore/eventhost-kafka.toml
 
 # The smallest example: one plugin, one route, at http://127.0.0.1:8080/hello/you.

@@ -114,6 +114,25 @@ fn check_rejects_a_file_that_is_not_a_component() {
     );
 }
 
+#[test]
+fn a_missing_plugin_file_says_how_components_get_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("plugins/cart.wasm");
+    let body = format!("[plugin.cart]\npath = \"{}\"\n", missing.display());
+    let file = write_config(dir.path(), &body);
+    for command in ["check", "run"] {
+        let out = Command::new(BIN).arg(command).arg(&file).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{command}: {stderr}");
+        assert!(
+            stderr.contains(&format!("cannot read {}", missing.display()))
+                && stderr.contains("no such file")
+                && stderr.contains("make shop-plugins"),
+            "{command}: {stderr}"
+        );
+    }
+}
+
 /// Starts `eventhost run FILE ARGS...` with logs at info; returns it, its stdout after the
 /// first line, and the URL that line announced.
 fn start_run(

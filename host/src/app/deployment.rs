@@ -344,9 +344,8 @@ impl Deployment {
         info: PluginInfo,
         needs: Needs,
     ) -> anyhow::Result<Option<LoadedPlugin>> {
-        let bytes = tokio::fs::read(&info.source)
-            .await
-            .with_context(|| format!("cannot read {}", info.source.display()))?;
+        let bytes = (tokio::fs::read(&info.source).await)
+            .map_err(|e| crate::runtime::unreadable(&info.source, e))?;
         if let Some(current) = current.filter(|c| c.info.version == version_of(&bytes)) {
             // The code is the same, but the bindings may not be: check them every time.
             needs.check(&current)?;

@@ -281,8 +281,7 @@ impl Runtime {
 
     /// Reads and loads the component at `path`.
     pub fn load_file(&self, info: PluginInfo, path: &Path) -> anyhow::Result<LoadedPlugin> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|e| unreadable(path, e))?;
         self.load(info, &bytes)
     }
 
@@ -484,4 +483,18 @@ fn forward_output(plugin: &str, input: &str, stream: &str, output: &output::Capt
 /// A core module starts with the same magic as a component but has version 1 and layer 0.
 fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+/// Why a plugin's component could not be read; a missing one says how components get there.
+pub fn unreadable(path: &Path, error: std::io::Error) -> anyhow::Error {
+    if error.kind() == std::io::ErrorKind::NotFound {
+        anyhow::anyhow!(
+            "cannot read {}: there is no such file. Build the plugin and put its component \
+             there (this repository's examples: `make shop-plugins` stages the shop's, and \
+             `make run`, `make run-kafka` and `make run-hello` stage their own)",
+            path.display()
+        )
+    } else {
+        anyhow::Error::new(error).context(format!("cannot read {}", path.display()))
+    }
 }
