@@ -402,10 +402,6 @@ impl Bus for KafkaBus {
                 "transactional.id",
                 format!("{}-{group}-{topic}", self.settings.client_id),
             )
-            // A transaction that begins right after the previous one committed is told to
-            // wait (CONCURRENT_TRANSACTIONS) until that one's markers are written; librdkafka
-            // asks again after `retry.backoff.ms`, 100 ms by default: a lone record's latency.
-            .set("retry.backoff.ms", "10")
             .set_all(&self.settings.options);
         let (topic, group) = (topic.to_string(), group.to_string());
         let problems = self.reachability.clone();
