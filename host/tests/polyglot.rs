@@ -712,6 +712,7 @@ async fn every_language_gives_the_same_results_for_generated_orders() {
             budget: Default::default(),
             concurrency: 16,
             cloudevents: None,
+            reuse: None,
         };
         let size = std::fs::metadata(&info.source).expect("component").len();
         let start = Instant::now();

@@ -316,6 +316,7 @@ pub fn plugin_info(plugin: &PluginConfig) -> PluginInfo {
         budget: plugin.limits.budget,
         concurrency: plugin.limits.concurrency as usize,
         cloudevents: plugin.cloudevents.clone(),
+        reuse: plugin.reuse_inputs,
     }
 }
 

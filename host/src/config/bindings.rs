@@ -151,12 +151,14 @@ pub(super) fn plugins(
                 Some(producer)
             }
         };
+        let reuse_inputs = reuse_inputs(src, &key, plugin)?;
         let config = PluginConfig {
             name: name.get_ref().clone(),
             path,
             publish,
             config,
             cloudevents,
+            reuse_inputs,
             limits: Limits {
                 memory_mib,
                 timeout,
@@ -167,6 +169,36 @@ pub(super) fn plugins(
         plugins.insert(name.get_ref().clone(), config);
     }
     Ok(plugins)
+}
+
+/// `instance` and `reuse_inputs` of a plugin: how many inputs one instance serves, when it
+/// serves more than one.
+fn reuse_inputs(
+    src: &Source,
+    key: &dyn Fn(&str) -> String,
+    plugin: &RawPlugin,
+) -> Result<Option<u32>, ConfigError> {
+    let limit = at_least(src, &key("reuse_inputs"), &plugin.reuse_inputs, 1)?;
+    match plugin
+        .instance
+        .as_ref()
+        .map(|i| (i.get_ref().as_str(), i.span()))
+    {
+        None | Some(("fresh", _)) => match &plugin.reuse_inputs {
+            Some(n) => Err(src.error(
+                n.span(),
+                key("reuse_inputs"),
+                "is only allowed with instance = \"reuse\"",
+            )),
+            None => Ok(None),
+        },
+        Some(("reuse", _)) => Ok(Some(limit.unwrap_or(PluginConfig::DEFAULT_REUSE_INPUTS))),
+        Some((other, span)) => Err(src.error(
+            span,
+            key("instance"),
+            format!("unknown instance strategy {other:?}, expected \"fresh\" or \"reuse\""),
+        )),
+    }
 }
 
 /// The per-input budget of a plugin's `limits`; KiB values become bytes.

@@ -406,6 +406,16 @@ pub struct PluginConfig {
     /// `cloudevents = { source, type }`: stamp what the plugin produces as CloudEvents, with
     /// these attributes (both optional). Default off.
     pub cloudevents: Option<crate::cloudevents::Producer>,
+    /// `instance = "reuse"`: an instance serves up to this many inputs (`reuse_inputs`,
+    /// default 1000) before it is replaced, and is replaced at once after a trap or a time
+    /// limit; what one input leaves in guest memory is seen by the next. `None`
+    /// (`instance = "fresh"`, the default): a fresh instance per input.
+    pub reuse_inputs: Option<u32>,
+}
+
+impl PluginConfig {
+    /// Default of `reuse_inputs`.
+    pub const DEFAULT_REUSE_INPUTS: u32 = 1000;
 }
 
 /// `limits = { .. }` of a plugin: what one instance may use.

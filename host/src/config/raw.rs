@@ -166,6 +166,8 @@ pub(crate) struct RawPlugin {
     #[serde(default)]
     pub(crate) limits: RawLimits,
     pub(crate) cloudevents: Option<RawCloudEvents>,
+    pub(crate) instance: Option<Spanned<String>>,
+    pub(crate) reuse_inputs: Option<Spanned<u32>>,
 }
 
 /// `cloudevents = { .. }` of a plugin.

@@ -69,6 +69,7 @@ pub async fn run(
         budget: Default::default(),
         concurrency: 1,
         cloudevents: None,
+        reuse: None,
     };
     let start = Instant::now();
     let loaded = runtime

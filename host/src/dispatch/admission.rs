@@ -176,6 +176,7 @@ mod tests {
             budget: Default::default(),
             concurrency,
             cloudevents: None,
+            reuse: None,
         }
     }
 

@@ -72,6 +72,13 @@ impl InputState {
         }
     }
 
+    /// Makes a kept instance's state ready for its next input: the label changes and the
+    /// budgets start again. (Effects were taken when the last input finished.)
+    pub(super) fn next_input(&mut self, label: Arc<str>) {
+        self.label = label;
+        self.usage = Usage::default();
+    }
+
     /// Counts `amount` against the input's budget of `kind`. Going over traps the input: a
     /// handler could ignore an error result and go on, a trap it cannot.
     fn spend(&mut self, kind: BudgetKind, amount: usize) -> wasmtime::Result<()> {

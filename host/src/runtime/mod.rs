@@ -20,6 +20,7 @@ mod plugin;
 mod registry;
 mod response;
 mod turns;
+mod warm;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Instance, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
 };
@@ -42,6 +43,7 @@ pub use registry::{PluginStats, Registry};
 use crate::state::StateStore;
 use host_state::InputState;
 use turns::Turns;
+use warm::{WARM_SLOTS, Warm, WarmPool, WarmSlots};
 
 /// How often a running guest yields to the async runtime: the longest it holds a thread while
 /// others wait, so it bounds how late a deadline or another plugin's input can be.
@@ -118,6 +120,8 @@ pub struct Runtime {
     /// One compile at a time (each uses every core), so the cache's counters belong to it.
     compiling: std::sync::Mutex<()>,
     ticker_stop: Arc<AtomicBool>,
+    /// Instances kept idle for plugins that reuse them, across all plugins.
+    warm: Arc<WarmSlots>,
 }
 
 /// Guests of the same plugin (by name) queue together for their turns.
@@ -134,11 +138,13 @@ impl Runtime {
     /// Builds the engine (pooling allocator, epoch deadlines) and links the contract and WASI.
     pub fn new(settings: RuntimeSettings, store: Arc<dyn StateStore>) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(settings.max_instances)
-            .total_core_instances(settings.max_instances * 4)
-            .total_memories(settings.max_instances * 2)
-            .total_tables(settings.max_instances * 4)
-            .total_stacks(settings.max_instances)
+        // Instances kept idle for reuse have slots of their own.
+        let instances = settings.max_instances + WARM_SLOTS;
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 4)
+            .total_memories(instances * 2)
+            .total_tables(instances * 4)
+            .total_stacks(instances)
             .max_memory_size(settings.max_memory_bytes)
             // Reset only dirty pages between inputs instead of zeroing and unmapping.
             .linear_memory_keep_resident(1 << 20)
@@ -187,6 +193,7 @@ impl Runtime {
             cache,
             compiling: std::sync::Mutex::default(),
             ticker_stop,
+            warm: Arc::default(),
         })
     }
 
@@ -227,6 +234,7 @@ impl Runtime {
             pre,
             message,
             http,
+            warm: WarmPool::new(self.warm.clone()),
         })
     }
 
@@ -276,6 +284,7 @@ impl Runtime {
             pre: plugin.pre.clone(),
             message: plugin.message.clone(),
             http: plugin.http.clone(),
+            warm: WarmPool::new(self.warm.clone()),
         })
     }
 
@@ -302,15 +311,21 @@ impl Runtime {
         delivery: &Delivery,
         label: Arc<str>,
     ) -> Invocation<Result<(), Failure>> {
-        let mut store = self.new_store(plugin, label.clone());
+        let (mut store, kept) = self.instance_for(plugin, label.clone());
         let call = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            let (instance, served) = match kept {
+                Some(kept) => kept,
+                None => (plugin.pre.instantiate_async(&mut store).await?, 0),
+            };
             let indices = plugin
                 .message
                 .as_ref()
                 .ok_or(CallError::Missing("message-handler"))?;
             let guest = indices.load(&mut store, &instance)?;
-            Ok(guest.call_handle(&mut store, delivery).await?)
+            Ok((
+                (instance, served),
+                guest.call_handle(&mut store, delivery).await?,
+            ))
         };
         let call = self.turns.run(PluginKey(plugin.info.clone()), call);
         let outcome = within_deadline(&plugin.info, call).await;
@@ -325,23 +340,52 @@ impl Runtime {
         request: &HttpRequest,
         label: Arc<str>,
     ) -> Invocation<Result<HttpResponse, Failure>> {
-        let mut store = self.new_store(plugin, label.clone());
+        let (mut store, kept) = self.instance_for(plugin, label.clone());
         let call = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            let (instance, served) = match kept {
+                Some(kept) => kept,
+                None => (plugin.pre.instantiate_async(&mut store).await?, 0),
+            };
             let indices = plugin
                 .http
                 .as_ref()
                 .ok_or(CallError::Missing("http-handler"))?;
             let guest = indices.load(&mut store, &instance)?;
-            Ok(guest.call_handle(&mut store, request).await?)
+            Ok((
+                (instance, served),
+                guest.call_handle(&mut store, request).await?,
+            ))
         };
         let call = self.turns.run(PluginKey(plugin.info.clone()), call);
         let outcome = within_deadline(&plugin.info, call).await;
-        let outcome = outcome.and_then(|result| match result {
-            Ok(response) => response::check(&response, &plugin.info.budget).map(|()| Ok(response)),
-            Err(failure) => Ok(Err(failure)),
+        let outcome = outcome.and_then(|(used, result)| match result {
+            Ok(response) => {
+                response::check(&response, &plugin.info.budget).map(|()| (used, Ok(response)))
+            }
+            Err(failure) => Ok((used, Err(failure))),
         });
         finish(plugin, &label, store, outcome)
+    }
+
+    /// The store and instance an input runs in: a kept one when the plugin reuses instances
+    /// and one is idle (the instance is `None` otherwise: the caller creates it, within the
+    /// input's time limit).
+    fn instance_for(
+        &self,
+        plugin: &LoadedPlugin,
+        label: Arc<str>,
+    ) -> (Store<InputState>, Option<(Instance, u32)>) {
+        match plugin.warm.take() {
+            Some(Warm {
+                mut store,
+                instance,
+                served,
+            }) => {
+                store.data_mut().next_input(label);
+                (store, Some((instance, served)))
+            }
+            None => (self.new_store(plugin, label), None),
+        }
     }
 
     fn new_store(&self, plugin: &LoadedPlugin, label: Arc<str>) -> Store<InputState> {
@@ -375,23 +419,34 @@ async fn within_deadline<T>(
     }
 }
 
-/// Forwards the input's captured output to the log, drops its instance, and hands back its
-/// staged effects.
+/// Forwards the input's captured output to the log and hands back its staged effects. The
+/// instance is dropped, or kept for the next input when the plugin reuses instances and this
+/// one returned normally (`used`: the instance and how many inputs it served before).
 fn finish<T>(
     plugin: &LoadedPlugin,
     label: &str,
-    store: Store<InputState>,
-    outcome: Result<T, InvokeError>,
+    mut store: Store<InputState>,
+    outcome: Result<((Instance, u32), T), InvokeError>,
 ) -> Invocation<T> {
-    {
-        let state = store.into_data();
-        forward_output(&plugin.info.name, label, "stdout", &state.stdout);
-        forward_output(&plugin.info.name, label, "stderr", &state.stderr);
-        Invocation {
-            outcome,
-            memory_bytes: state.limits.peak,
-            effects: state.effects,
+    let state = store.data_mut();
+    forward_output(&plugin.info.name, label, "stdout", &state.stdout);
+    forward_output(&plugin.info.name, label, "stderr", &state.stderr);
+    let memory_bytes = state.limits.peak;
+    let effects = std::mem::take(&mut state.effects);
+    let outcome = outcome.map(|((instance, served), value)| {
+        if plugin.info.reuse.is_some_and(|limit| served + 1 < limit) {
+            plugin.warm.keep(Warm {
+                store,
+                instance,
+                served: served + 1,
+            });
         }
+        value
+    });
+    Invocation {
+        outcome,
+        memory_bytes,
+        effects,
     }
 }
 

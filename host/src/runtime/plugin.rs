@@ -34,6 +34,9 @@ pub struct PluginInfo {
     pub concurrency: usize,
     /// The CloudEvents attributes of what it produces, when its config asks for them.
     pub cloudevents: Option<crate::cloudevents::Producer>,
+    /// Inputs one instance serves before it is replaced, when the plugin reuses instances
+    /// (`instance = "reuse"`); `None`: a fresh instance per input.
+    pub reuse: Option<u32>,
 }
 
 /// Which handlers a component exports.
@@ -56,6 +59,8 @@ pub struct LoadedPlugin {
     pub(super) pre: InstancePre<InputState>,
     pub(super) message: Option<message_handler::GuestIndices>,
     pub(super) http: Option<http_handler::GuestIndices>,
+    /// Idle instances, when the plugin reuses them.
+    pub(super) warm: super::warm::WarmPool,
 }
 
 /// How a plugin's machine code was obtained, and how long it took.

@@ -13,6 +13,7 @@
 //! | `state-put`, `state-get`, `state-scan`, `state-del` | state access by `key` / `prefix` |
 //! | `put-then-fail`, `put-then-trap` | writes `key`, then fails (retry) or traps |
 //! | `counter` | increments state key `counter` and answers the new value |
+//! | `calls` | answers how many requests this instance has served, itself included (guest memory) |
 //! | `publish` | sends the body to `topic`, keyed by `key` if given |
 //! | `config` | 200 `{"key": .., "value": ..}`, `value` null when unset |
 //! | `log` | logs at every level |
@@ -22,11 +23,15 @@
 //! | `respond` | writes `key` (if given), then answers `status` with header `hname: hvalue` |
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use sdk::{Failure, Host, Level, Message, Request, Response};
 use serde_json::{Map, Value, json};
 
 use crate::misbehave;
+
+/// Requests this instance has served: 1 on a fresh instance, more when the host reuses it.
+static CALLS: AtomicU32 = AtomicU32::new(0);
 
 pub fn handle(host: &mut impl Host, req: &Request) -> Result<Response, Failure> {
     let segments = req.segments();
@@ -108,6 +113,10 @@ pub fn handle(host: &mut impl Host, req: &Request) -> Result<Response, Failure> 
         "put-then-trap" => {
             put(host, &required("key")?, &req.body)?;
             misbehave::trap()
+        }
+        "calls" => {
+            let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+            Response::text(200, &calls.to_string())
         }
         "counter" => {
             let current = host
