@@ -69,6 +69,13 @@ pub(super) async fn publish<C: ConsumerContext + 'static>(
         while let Ok((partition, offset)) = finished.try_recv() {
             note(&mut watermarks, partition, offset);
         }
+        // A partition taken away by a rebalance is its new owner's to publish (its outbox
+        // entries stay in the store); offsets of it would fence the whole transaction.
+        if let Ok(assigned) = consumer.assignment() {
+            let owned = |p: &i32| assigned.find_partition(&topic, *p).is_some();
+            watermarks.retain(|p, _| owned(p));
+            published.retain(|p, _| owned(p));
+        }
         let outcome = {
             let (config, consumer, topic) =
                 (producer_config.clone(), consumer.clone(), topic.clone());
