@@ -73,27 +73,31 @@ pub fn spawn(
     tracing::info!(config = %watched_config.display(), plugins = %plugins_dir.display(), "watching for changes");
     Ok(tokio::spawn(async move {
         let _watcher = watcher; // dropping it stops the events
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                signal = received.recv() => if signal.is_none() { return },
-            }
-            // Debounce: apply once the burst of relevant events is over.
-            let mut quiet_since = tokio::time::Instant::now();
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep_until(quiet_since + QUIET) => break,
-                    signal = received.recv() => match signal {
-                        None => return,
-                        Some(()) => quiet_since = tokio::time::Instant::now(),
-                    },
-                }
-            }
-            settle(&plugins_dir).await;
+        while next_burst(&mut received, &shutdown).await {
+            settle(|| snapshot(&plugins_dir)).await;
             apply(&main_config, &deployment).await;
         }
     }))
+}
+
+/// Waits for a change, then until no other came for [`QUIET`] (the burst is over). False when
+/// the watcher stops (`shutdown`, or the events end).
+async fn next_burst(received: &mut mpsc::Receiver<()>, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => return false,
+        signal = received.recv() => if signal.is_none() { return false },
+    }
+    let mut quiet_since = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep_until(quiet_since + QUIET) => return true,
+            signal = received.recv() => match signal {
+                None => return false,
+                Some(()) => quiet_since = tokio::time::Instant::now(),
+            },
+        }
+    }
 }
 
 /// Reloads the config with its drop-ins and applies it; a bad config changes nothing.
@@ -127,13 +131,14 @@ async fn apply(main_config: &Path, deployment: &Deployment) {
     );
 }
 
-/// Waits until no file in `dir` changes size or modification time for [`SETTLE`].
-async fn settle(dir: &Path) {
-    let started = std::time::Instant::now();
-    let mut before = snapshot(dir);
+/// Waits until `snapshot` (the files' sizes and modification times) stays the same for
+/// [`SETTLE`], or [`SETTLE_LIMIT`] passed.
+async fn settle<S: PartialEq>(mut snapshot: impl FnMut() -> S) {
+    let started = tokio::time::Instant::now();
+    let mut before = snapshot();
     loop {
         tokio::time::sleep(SETTLE).await;
-        let now = snapshot(dir);
+        let now = snapshot();
         if now == before || started.elapsed() > SETTLE_LIMIT {
             return;
         }
@@ -154,4 +159,72 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
         .collect();
     files.sort();
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::Instant;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_is_applied_once_it_has_been_quiet_for_a_while() {
+        let (changed, mut received) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let started = Instant::now();
+        tokio::spawn(async move {
+            for gap in [0, 100, 150] {
+                tokio::time::sleep(Duration::from_millis(gap)).await;
+                changed.send(()).await.unwrap();
+            }
+            // Keep the channel open: a closed one ends the watcher.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        assert!(next_burst(&mut received, &shutdown).await);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(250) + QUIET,
+            "once, QUIET after the last change of the burst"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watcher_stops_on_shutdown_while_waiting_or_debouncing() {
+        let (changed, mut received) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        changed.send(()).await.unwrap();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(QUIET / 2).await;
+            stopping.cancel();
+        });
+        assert!(!next_burst(&mut received, &shutdown).await);
+        drop(changed);
+        assert!(!next_burst(&mut received, &CancellationToken::new()).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn files_count_as_written_once_they_stay_the_same_for_the_settle_time() {
+        let started = Instant::now();
+        // A file still growing for three looks, then stable.
+        let mut sizes = [10, 20, 30, 40, 40, 40].into_iter();
+        settle(|| sizes.next()).await;
+        assert_eq!(started.elapsed(), SETTLE * 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_that_never_settles_is_given_up_on_after_the_limit() {
+        let started = Instant::now();
+        let mut size = 0;
+        settle(|| {
+            size += 1;
+            size
+        })
+        .await;
+        let waited = started.elapsed();
+        assert!(
+            waited > SETTLE_LIMIT && waited <= SETTLE_LIMIT + SETTLE,
+            "{waited:?}"
+        );
+    }
 }
