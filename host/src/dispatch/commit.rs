@@ -60,6 +60,13 @@ pub(super) enum CommitError {
 pub(super) struct Committing(oneshot::Receiver<Result<(), CommitError>>);
 
 impl Committing {
+    /// A commit that had nothing to apply.
+    fn done() -> Self {
+        let (settled, receiver) = oneshot::channel();
+        let _ = settled.send(Ok(()));
+        Committing(receiver)
+    }
+
     pub(super) async fn settled(self) -> Result<(), CommitError> {
         self.0.await.unwrap_or(Err(CommitError::TaskFailed))
     }
@@ -75,6 +82,14 @@ impl Dispatcher {
         mut effects: Effects,
         exclusive: Option<OwnedMutexGuard<()>>,
     ) -> Result<Committing, CommitError> {
+        let nothing = effects.outbox.is_empty()
+            && effects.reads.is_empty()
+            && effects.scans.is_empty()
+            && effects.writes.is_empty();
+        if nothing {
+            // Nothing to check, register or publish: done, without a task of its own.
+            return Ok(Committing::done());
+        }
         let messages = stamp(plugin, input, std::mem::take(&mut effects.outbox));
         let mut produced: Vec<(String, u64)> = Vec::new();
         for message in &messages {
