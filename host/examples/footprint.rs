@@ -44,9 +44,11 @@ const IDLE: Duration = Duration::from_secs(2);
 /// Concurrent callers, and for how long, of the load under which memory is sampled.
 const LOAD_CALLERS: usize = 16;
 const LOAD: Duration = Duration::from_secs(5);
-/// Payment POSTs per second, and how long each window (without swaps, with swaps) lasts.
+/// Payment POSTs per second, how long each window (without swaps, with swaps) lasts, and how
+/// many of each, taken in turns so that the machine's other work weighs on both alike.
 const PAY_RATE: u32 = 200;
-const WINDOW: Duration = Duration::from_secs(20);
+const WINDOW: Duration = Duration::from_secs(10);
+const ROUNDS: usize = 2;
 /// When the first swap happens in its window, and the time between swaps.
 const FIRST_SWAP: Duration = Duration::from_secs(1);
 const SWAP_EVERY: Duration = Duration::from_millis(2500);
@@ -91,28 +93,39 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("2. memory: idle, then {LOAD_CALLERS} callers for {LOAD:?}");
-    let dir = base.path().join("shop");
+    let dir = base.path().join("memory");
     let config = coolstore(&dir, &warm_cache)?;
-    let mut host = HostProcess::start(&dir, &config, &SWAP_ENV)?;
+    let mut host = HostProcess::start(&dir, &config, &START_ENV)?;
     first_answer(&client, &format!("{}/api/products", host.url)).await?;
     tokio::time::sleep(IDLE).await;
     let idle = Memory::of(host.pid())?;
     let (loaded, requests, failed) = load(&client, &host).await?;
     let after_load = Memory::of(host.pid())?;
     host.check()?;
+    drop(host);
 
-    println!("3. payment at {PAY_RATE}/s: {WINDOW:?} without swaps, then {WINDOW:?} with");
+    println!(
+        "3. payment at {PAY_RATE}/s: {ROUNDS} rounds of {WINDOW:?} without swaps, then {WINDOW:?} with"
+    );
+    let dir = base.path().join("swap");
+    let config = coolstore(&dir, &warm_cache)?;
+    let mut host = HostProcess::start(&dir, &config, &SWAP_ENV)?;
     let pay = format!("{}/api/payment", host.url);
     for n in 0..50 {
         pay_once(&client, &pay, &format!("warm-{n}")).await;
     }
-    let calm = steady_payments(&client, &pay, "calm").await;
     let plugins = dir.join("plugins");
-    let (swapping, swaps) = tokio::join!(
-        steady_payments(&client, &pay, "swap"),
-        swap_payment(&plugins),
-    );
-    let swaps = swaps?;
+    let (mut calm, mut swapping, mut swaps) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        calm.extend(steady_payments(&client, &pay, &format!("calm-{round}")).await);
+        let label = format!("swap-{round}");
+        let (payments, done) = tokio::join!(
+            steady_payments(&client, &pay, &label),
+            swap_payment(&plugins, swaps.len()),
+        );
+        swapping.extend(payments);
+        swaps.extend(done?);
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     host.check()?;
     let log = parse_log(&host.log()?);
@@ -136,6 +149,10 @@ async fn main() -> anyhow::Result<()> {
     let first_inputs: Vec<f64> = swaps.iter().map(|s| s.first_input_ms).collect();
     let settles: Vec<f64> = swaps.iter().map(|s| s.settled_ms).collect();
     let answers: Vec<f64> = swaps.iter().map(|s| s.first_answer_ms).collect();
+    let after_compile: Vec<f64> = (swaps.iter())
+        .map(|s| s.compiled_to_first_input_ms)
+        .collect();
+    let slowest: Vec<f64> = swaps.iter().map(|s| s.slowest_ms).collect();
     let fresh = swaps.iter().filter(|s| !s.from_cache).count();
     let (calm_stats, swap_stats) = (ok_stats(&calm), ok_stats(&swapping));
     let p999_ratio = swap_stats.p999 / calm_stats.p999;
@@ -161,10 +178,12 @@ async fn main() -> anyhow::Result<()> {
             "swaps": swaps.iter().map(SwapResult::json).collect::<Vec<_>>(),
             "pay_rate": PAY_RATE,
             "window_seconds": WINDOW.as_secs_f64(),
+            "rounds": ROUNDS,
             "payments_without_swaps_ms": calm_stats.json(),
             "payments_during_swaps_ms": swap_stats.json(),
             "payment_failures_without_swaps": failures(&calm),
             "payment_failures_during_swaps": failures(&swapping),
+            "payment_failure_reasons": failure_reasons(&calm).into_iter().chain(failure_reasons(&swapping)).collect::<std::collections::BTreeMap<_, _>>(),
             "p99_9_ratio": p999_ratio,
         },
     });
@@ -205,9 +224,20 @@ async fn main() -> anyhow::Result<()> {
         met(median(&first_inputs) <= 50.0)
     );
     println!(
+        "| of which after the compile: median / max | {:.0} / {:.0} ms | – |",
+        median(&after_compile),
+        max(&after_compile)
+    );
+    println!(
         "| rename to settled (the watcher's debounce) / to the first answer by the new rules: median | {:.0} / {:.0} ms | – |",
         median(&settles),
         median(&answers)
+    );
+    println!(
+        "| slowest payment sent in the {:.1} s after each swap: median / max | {:.0} / {:.0} ms | – |",
+        SWAP_EVERY.as_secs_f64(),
+        median(&slowest),
+        max(&slowest)
     );
     println!(
         "| payment POST at {PAY_RATE}/s without swaps: p50 / p99 / max; p99.9 | {} | – |",
@@ -226,6 +256,12 @@ async fn main() -> anyhow::Result<()> {
         failures(&calm),
         failures(&swapping)
     );
+    for (reason, count) in failure_reasons(&calm)
+        .into_iter()
+        .chain(failure_reasons(&swapping))
+    {
+        println!("payment failed {count}x: {reason}");
+    }
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;
     std::fs::write(
@@ -398,28 +434,27 @@ async fn load(
     Ok((highest, answered, failed))
 }
 
-/// One payment POST: when it was sent and answered, and by which rules (`None`: it failed).
+/// One payment POST: when it was sent and answered, and the rules that decided it or why it
+/// failed.
 #[derive(Debug, Clone)]
 struct Payment {
     sent: Instant,
     answered: Instant,
-    rules: Option<String>,
+    rules: Result<String, String>,
 }
 
 async fn pay_once(client: &reqwest::Client, url: &str, id: &str) -> Payment {
     let sent = Instant::now();
     let answer = async {
-        let response = client
-            .post(url)
-            .body(ORDER.replace("ID", id))
-            .send()
-            .await
-            .ok()?;
-        if !response.status().is_success() {
-            return None;
+        let body = ORDER.replace("ID", id);
+        let response = (client.post(url).body(body).send().await).map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        match json["rules"].as_str() {
+            Some(rules) if status.is_success() => Ok(rules.to_string()),
+            _ => Err(format!("{status}: {body}")),
         }
-        let body: serde_json::Value = response.json().await.ok()?;
-        body["rules"].as_str().map(str::to_string)
     };
     let rules = answer.await;
     Payment {
@@ -457,14 +492,23 @@ fn ok_stats(payments: &[Payment]) -> Stats {
     Stats::of(
         payments
             .iter()
-            .filter(|p| p.rules.is_some())
+            .filter(|p| p.rules.is_ok())
             .map(|p| p.answered - p.sent)
             .collect(),
     )
 }
 
 fn failures(payments: &[Payment]) -> usize {
-    payments.iter().filter(|p| p.rules.is_none()).count()
+    payments.iter().filter(|p| p.rules.is_err()).count()
+}
+
+/// Each reason payments failed for, with how many did.
+fn failure_reasons(payments: &[Payment]) -> std::collections::BTreeMap<&str, usize> {
+    let mut reasons = std::collections::BTreeMap::new();
+    for reason in payments.iter().filter_map(|p| p.rules.as_ref().err()) {
+        *reasons.entry(reason.as_str()).or_default() += 1;
+    }
+    reasons
 }
 
 fn latency_row(stats: &Stats) -> String {
@@ -484,9 +528,10 @@ struct Swap {
     wall: SystemTime,
 }
 
-/// Replaces `plugins/payment.wasm` by rules v2, then v1, and so on, from [`FIRST_SWAP`] every
-/// [`SWAP_EVERY`] while a swap still has a second to land inside [`WINDOW`].
-async fn swap_payment(plugins: &Path) -> anyhow::Result<Vec<Swap>> {
+/// Replaces `plugins/payment.wasm` by rules v2, then v1, and so on (`first`: how many swaps
+/// came before), from [`FIRST_SWAP`] every [`SWAP_EVERY`] while a swap still has a second to
+/// land inside [`WINDOW`].
+async fn swap_payment(plugins: &Path, first: usize) -> anyhow::Result<Vec<Swap>> {
     let dist = root().join("plugins/dist");
     let v1 = std::fs::read(dist.join("payment.wasm"))?;
     let v2 = std::fs::read(dist.join("payment-v2.wasm"))?;
@@ -495,7 +540,7 @@ async fn swap_payment(plugins: &Path) -> anyhow::Result<Vec<Swap>> {
     let mut at = FIRST_SWAP;
     while at + Duration::from_secs(1) < WINDOW {
         tokio::time::sleep_until((started + at).into()).await;
-        let n = swaps.len();
+        let n = first + swaps.len();
         let (rules, code) = if n % 2 == 0 { ("v2", &v2) } else { ("v1", &v1) };
         let mut bytes = code.clone();
         bytes.extend(custom_section(
@@ -593,8 +638,12 @@ struct SwapResult {
     settled_ms: f64,
     /// The watcher applying the change to the first payment the new rules decided.
     first_input_ms: f64,
+    /// The end of the compile to that first payment.
+    compiled_to_first_input_ms: f64,
     /// Rename to the first answer given by the new rules.
     first_answer_ms: f64,
+    /// The slowest payment sent from the rename to the next swap.
+    slowest_ms: f64,
 }
 
 impl SwapResult {
@@ -627,17 +676,24 @@ impl SwapResult {
         })?;
         let answered = payments
             .iter()
-            .filter(|p| p.answered >= swap.at && p.rules.as_deref() == Some(swap.rules))
+            .filter(|p| p.answered >= swap.at && p.rules.as_deref() == Ok(swap.rules))
             .map(|p| p.answered)
             .min()
             .context("no answer by the new rules")?;
+        let slowest = (payments.iter())
+            .filter(|p| p.sent >= swap.at && p.sent < swap.at + SWAP_EVERY)
+            .map(|p| p.answered - p.sent)
+            .max()
+            .unwrap_or_default();
         Ok(SwapResult {
             rules: swap.rules,
             compile_ms: compile_ms(&compiled.message).context("compile time")?,
             from_cache: compiled.message.contains("cache"),
             settled_ms: (settled.at - renamed) * 1e3,
             first_input_ms: (first.at - settled.at) * 1e3,
+            compiled_to_first_input_ms: (first.at - compiled.at) * 1e3,
             first_answer_ms: (answered - swap.at).as_secs_f64() * 1e3,
+            slowest_ms: slowest.as_secs_f64() * 1e3,
         })
     }
 
@@ -648,7 +704,9 @@ impl SwapResult {
             "from_cache": self.from_cache,
             "rename_to_settled_ms": self.settled_ms,
             "settled_to_first_input_ms": self.first_input_ms,
+            "compiled_to_first_input_ms": self.compiled_to_first_input_ms,
             "rename_to_first_answer_ms": self.first_answer_ms,
+            "slowest_payment_until_next_swap_ms": self.slowest_ms,
         })
     }
 }
