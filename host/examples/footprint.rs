@@ -23,16 +23,16 @@
 
 #[path = "support/host_process.rs"]
 mod host_process;
+#[path = "support/open_loop.rs"]
+mod open_loop;
 #[path = "support/stats.rs"]
 mod stats;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
-use tokio::sync::Mutex;
 
 use host_process::{HostProcess, copy_plugins, root};
 use stats::Stats;
@@ -262,13 +262,7 @@ async fn main() -> anyhow::Result<()> {
     {
         println!("payment failed {count}x: {reason}");
     }
-    let out = root().join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(
-        out.join("footprint.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    Ok(())
+    stats::write_report("footprint", &report)
 }
 
 /// Writes the coolstore's config into `dir`, with the shop's plugins in `dir/plugins` and the
@@ -466,26 +460,11 @@ async fn pay_once(client: &reqwest::Client, url: &str, id: &str) -> Payment {
 
 /// Payments at [`PAY_RATE`] for [`WINDOW`], each sent on time whatever the earlier ones do.
 async fn steady_payments(client: &reqwest::Client, url: &str, label: &str) -> Vec<Payment> {
-    let payments = Arc::new(Mutex::new(Vec::new()));
-    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(PAY_RATE)));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let end = Instant::now() + WINDOW;
-    let mut sent = Vec::new();
-    while Instant::now() < end {
-        ticks.tick().await;
-        let (client, url, payments) = (client.clone(), url.to_string(), payments.clone());
-        let id = format!("{label}-{}", sent.len());
-        sent.push(tokio::spawn(async move {
-            let payment = pay_once(&client, &url, &id).await;
-            payments.lock().await.push(payment);
-        }));
-    }
-    for task in sent {
-        let _ = task.await;
-    }
-    Arc::try_unwrap(payments)
-        .map(Mutex::into_inner)
-        .unwrap_or_default()
+    open_loop::at_rate(PAY_RATE, WINDOW, |n| {
+        let (client, url, id) = (client.clone(), url.to_string(), format!("{label}-{n}"));
+        async move { pay_once(&client, &url, &id).await }
+    })
+    .await
 }
 
 fn ok_stats(payments: &[Payment]) -> Stats {

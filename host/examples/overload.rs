@@ -20,18 +20,18 @@
 
 #[path = "support/host_process.rs"]
 mod host_process;
+#[path = "support/open_loop.rs"]
+mod open_loop;
 #[path = "support/stats.rs"]
 mod stats;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventhost::config::Limits;
 use serde_json::json;
-use tokio::sync::Mutex;
 
-use host_process::{HostProcess, copy_plugins, root};
+use host_process::{HostProcess, copy_plugins};
 use stats::Stats;
 
 /// The spinning plugin's time limit.
@@ -181,13 +181,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "hello's handler itself (instance, turn, call) took {hello_handler_ms:.2} ms on average under overload"
     );
-    let out = root().join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(
-        out.join("overload.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    Ok(())
+    stats::write_report("overload", &report)
 }
 
 /// The sum and count of `plugin`'s HTTP handler time, from the host's metrics.
@@ -246,26 +240,11 @@ async fn call(client: &reqwest::Client, url: &str) -> Call {
 
 /// Requests at `rate` per second for `phase`, each sent on time whatever the earlier ones do.
 async fn steady(client: &reqwest::Client, url: &str, rate: u32, phase: Duration) -> Vec<Call> {
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let end = Instant::now() + phase;
-    let mut sent = Vec::new();
-    while Instant::now() < end {
-        ticks.tick().await;
-        let (client, url, calls) = (client.clone(), url.to_string(), calls.clone());
-        sent.push(tokio::spawn(async move {
-            let result = call(&client, &url).await;
-            calls.lock().await.push(result);
-        }));
-    }
-    for task in sent {
-        let _ = task.await;
-    }
-    Arc::try_unwrap(calls)
-        .map(Mutex::into_inner)
-        .unwrap_or_default()
+    open_loop::at_rate(rate, phase, |_| {
+        let (client, url) = (client.clone(), url.to_string());
+        async move { call(&client, &url).await }
+    })
+    .await
 }
 
 /// `callers` callers each sending the next request once the last one answered.

@@ -1,5 +1,7 @@
-//! Latency percentiles of a set of calls, for the benchmarks' tables and JSON.
+//! Results: latency percentiles of a set of calls for the benchmarks' tables, and their JSON
+//! report in `target/bench`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
@@ -44,4 +46,15 @@ impl Stats {
             "max": self.max,
         })
     }
+}
+
+/// Writes `report` to `target/bench/<name>.json`.
+pub fn write_report(name: &str, report: &serde_json::Value) -> anyhow::Result<()> {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(
+        out.join(format!("{name}.json")),
+        serde_json::to_string_pretty(report)?,
+    )?;
+    Ok(())
 }
