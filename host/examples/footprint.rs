@@ -13,9 +13,9 @@
 //!    a warm one.
 //! 2. **Memory**: the host's VmRSS idle after start, the highest VmRSS sampled during a few
 //!    seconds of concurrent GETs through the catalog and cart plugins, and VmHWM after them.
-//! 3. **Swap**: payment POSTs (`/api/payment`) at a steady rate, first for a window without
-//!    swaps, then for as long while `payment.wasm` is replaced by rules v2 and back (written to
-//!    a temporary name, then renamed). Each swapped file ends with a custom section of its own,
+//! 3. **Swap**: payment POSTs (`/api/payment`) at a steady rate, in turns of a window without
+//!    swaps and one as long in which `payment.wasm` is replaced by rules v2 and back (written
+//!    to a temporary name, then renamed). Each swapped file ends with a custom section of its own,
 //!    so every swap is a new version that is compiled, not read from the cache. The host's JSON
 //!    log gives the compile time, when its watcher found the folder settled (`applying a new
 //!    configuration`, at debug level) and the first payment decided by the new rules (the
