@@ -534,7 +534,11 @@ async fn swap_payment(plugins: &Path, first: usize) -> anyhow::Result<Vec<Swap>>
     while at + Duration::from_secs(1) < WINDOW {
         tokio::time::sleep_until((started + at).into()).await;
         let n = first + swaps.len();
-        let (rules, code) = if n % 2 == 0 { ("v2", &v2) } else { ("v1", &v1) };
+        let (rules, code) = if n.is_multiple_of(2) {
+            ("v2", &v2)
+        } else {
+            ("v1", &v1)
+        };
         let mut bytes = code.clone();
         bytes.extend(custom_section(
             "footprint-bench",
