@@ -43,12 +43,14 @@ run-hello: plugins
 	$(CARGO) run --bin eventhost -- run examples/hello/eventhost.toml
 
 # The sandbox's cost against native code, the host at twice its sustainable load against its
-# unloaded self, then the Kafka pipeline against a native rdkafka service on the same broker
-# (started here, left running), each measured in one run (release build). The pipeline's settings are env vars, listed in host/examples/pipeline/main.rs.
+# unloaded self, its memory, cold start and hot swap of a plugin, then the Kafka pipeline against
+# a native rdkafka service on the same broker (started here, left running), each measured in one
+# run (release build). The pipeline's settings are env vars, listed in host/examples/pipeline/main.rs.
 bench: plugins kafka-start
 	$(CARGO) run --release --example overhead
-	$(CARGO) build --release --bin eventhost --example pipeline --example overload
+	$(CARGO) build --release --bin eventhost --example pipeline --example overload --example footprint
 	$(CARGO) run --release --example overload
+	$(CARGO) run --release --example footprint
 	$(CARGO) run --release --example pipeline
 
 # About 15 minutes, not in CI: the soak test longer, on the embedded bus and then on Kafka (the

@@ -18,17 +18,21 @@
 //! about 20%), how many were shed with 503 and how fast, and the p99 of `hello` and `/healthz`
 //! under overload as a multiple of their unloaded p99.
 
-use std::fs::File;
-use std::io::{BufRead as _, BufReader};
+#[path = "support/host_process.rs"]
+mod host_process;
+#[path = "support/open_loop.rs"]
+mod open_loop;
+#[path = "support/stats.rs"]
+mod stats;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
 use eventhost::config::Limits;
 use serde_json::json;
-use tokio::sync::Mutex;
+
+use host_process::{HostProcess, copy_plugins};
+use stats::Stats;
 
 /// The spinning plugin's time limit.
 const LIMIT: Duration = Duration::from_millis(100);
@@ -39,15 +43,12 @@ const PHASE: Duration = Duration::from_secs(8);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // The host built with the same profile as this benchmark (`make bench`: release).
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let binary = root.join("target").join(profile).join("eventhost");
-    let mut host = HostProcess::start(&binary, &root.join("plugins/dist"))?;
+    let dir = tempfile::tempdir()?;
+    let mut host = HostProcess::start(
+        dir.path(),
+        &write_config(dir.path())?,
+        &[("RUST_LOG", "error")],
+    )?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .build()?;
@@ -180,13 +181,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "hello's handler itself (instance, turn, call) took {hello_handler_ms:.2} ms on average under overload"
     );
-    let out = root.join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(
-        out.join("overload.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    Ok(())
+    stats::write_report("overload", &report)
 }
 
 /// The sum and count of `plugin`'s HTTP handler time, from the host's metrics.
@@ -245,26 +240,11 @@ async fn call(client: &reqwest::Client, url: &str) -> Call {
 
 /// Requests at `rate` per second for `phase`, each sent on time whatever the earlier ones do.
 async fn steady(client: &reqwest::Client, url: &str, rate: u32, phase: Duration) -> Vec<Call> {
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let end = Instant::now() + phase;
-    let mut sent = Vec::new();
-    while Instant::now() < end {
-        ticks.tick().await;
-        let (client, url, calls) = (client.clone(), url.to_string(), calls.clone());
-        sent.push(tokio::spawn(async move {
-            let result = call(&client, &url).await;
-            calls.lock().await.push(result);
-        }));
-    }
-    for task in sent {
-        let _ = task.await;
-    }
-    Arc::try_unwrap(calls)
-        .map(Mutex::into_inner)
-        .unwrap_or_default()
+    open_loop::at_rate(rate, phase, |_| {
+        let (client, url) = (client.clone(), url.to_string());
+        async move { call(&client, &url).await }
+    })
+    .await
 }
 
 /// `callers` callers each sending the next request once the last one answered.
@@ -294,60 +274,14 @@ async fn closed_loop(
     all
 }
 
-#[derive(Debug, Default)]
-struct Stats {
-    count: usize,
-    p50: f64,
-    p99: f64,
-    max: f64,
-}
-
-impl Stats {
-    fn of(mut took: Vec<Duration>) -> Stats {
-        if took.is_empty() {
-            return Stats::default();
-        }
-        took.sort();
-        let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
-        Stats {
-            count: took.len(),
-            p50: at(0.50),
-            p99: at(0.99),
-            max: at(1.0),
-        }
-    }
-
-    fn row(&self) -> String {
-        format!("{:.1} / {:.1} / {:.1} ms", self.p50, self.p99, self.max)
-    }
-
-    fn json(&self) -> serde_json::Value {
-        json!({ "count": self.count, "p50": self.p50, "p99": self.p99, "max": self.max })
-    }
-}
-
-/// The release host with `testkit` and `hello`, killed when dropped.
-struct HostProcess {
-    child: Child,
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl HostProcess {
-    fn start(binary: &Path, dist: &Path) -> anyhow::Result<HostProcess> {
-        let dir = tempfile::tempdir()?;
-        let plugins: PathBuf = dir.path().join("plugins");
-        std::fs::create_dir(&plugins)?;
-        for name in ["testkit", "hello"] {
-            let wasm = dist.join(format!("{name}.wasm"));
-            std::fs::copy(&wasm, plugins.join(format!("{name}.wasm")))
-                .with_context(|| format!("{} (run make plugins)", wasm.display()))?;
-        }
-        let config = dir.path().join("eventhost.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[server]
+/// Writes the config of `testkit` and `hello`, copied into `dir/plugins`, and returns its path.
+fn write_config(dir: &Path) -> anyhow::Result<PathBuf> {
+    copy_plugins(&dir.join("plugins"), &["testkit", "hello"])?;
+    let config = dir.join("eventhost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
 listen = "127.0.0.1:0"
 
 [state]
@@ -371,57 +305,8 @@ method = "GET"
 path = "/hello/{{name}}"
 plugin = "hello"
 "#,
-                LIMIT.as_millis()
-            ),
-        )?;
-        let log = File::create(dir.path().join("host.log"))?;
-        let mut child = Command::new(binary)
-            .current_dir(dir.path())
-            .arg("run")
-            .arg(&config)
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
-        let mut first = String::new();
-        stdout.read_line(&mut first)?;
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let Some(url) = first
-            .strip_prefix("eventhost listening on ")
-            .map(|rest| rest.split_whitespace().next().unwrap_or_default())
-        else {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(dir.path().join("host.log"))?;
-            bail!(
-                "eventhost did not start: {first:?}; its log ends:\n{}",
-                tail(&log)
-            );
-        };
-        let url = url.to_string();
-        Ok(HostProcess { child, url, dir })
-    }
-
-    /// Fails when the host has exited, with the end of its log.
-    fn check(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            let log = std::fs::read_to_string(self.dir.path().join("host.log"))?;
-            bail!("eventhost exited ({status}); its log ends:\n{}", tail(&log));
-        }
-        Ok(())
-    }
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            LIMIT.as_millis()
+        ),
+    )?;
+    Ok(config)
 }
