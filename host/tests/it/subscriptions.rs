@@ -1,11 +1,9 @@
 //! Subscriptions, on the embedded bus and on a real Kafka broker: partition order, commit after
 //! effects, retries with backoff, and dead letters that say why, while the partition flows on.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestHost, collect, eventually, header};
+use crate::common::{TestHost, collect, eventually, header, kafka_bus, unique};
 use eventhost::runtime::OutMessage;
 
 /// Where a test runs: the bus section of its config and its topic names.
@@ -28,18 +26,12 @@ impl Setup {
 
     /// Kafka topics outlive a test, so every run gets its own.
     fn kafka() -> Self {
-        let bootstrap =
-            std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let suffix = format!("{}-{nanos}", std::process::id());
+        let suffix = unique("");
         Setup {
-            bus: format!("[bus]\nkind = \"kafka\"\nbootstrap = \"{bootstrap}\"\n"),
-            input: format!("in-{suffix}"),
-            output: format!("out-{suffix}"),
-            dead_letter: format!("in-{suffix}.dlq"),
+            bus: kafka_bus(),
+            input: format!("in{suffix}"),
+            output: format!("out{suffix}"),
+            dead_letter: format!("in{suffix}.dlq"),
         }
     }
 
@@ -499,8 +491,7 @@ async fn a_message_the_broker_refuses_is_dead_lettered_without_retries() {
     use rdkafka::client::DefaultClientContext;
 
     let setup = Setup::kafka();
-    let bootstrap =
-        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let bootstrap = crate::common::kafka_bootstrap();
     // The output topic takes records of at most 2000 bytes; the host's producer allows more.
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -579,8 +570,7 @@ async fn partitions_added_to_a_consumed_topic_are_consumed() {
     )
     .await;
 
-    let bootstrap =
-        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let bootstrap = crate::common::kafka_bootstrap();
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()

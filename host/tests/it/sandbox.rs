@@ -1,11 +1,9 @@
 //! Misbehaving plugins fail only their own input: the host stays up, answers other inputs,
 //! and keeps each plugin inside its sandbox.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::TestHost;
+use crate::common::TestHost;
 use serde_json::Value;
 
 const CONFIG: &str = r#"
@@ -112,7 +110,7 @@ async fn a_memory_bomb_hits_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sending_to_a_forbidden_topic_is_refused_and_publishes_nothing() {
     let host = TestHost::start(CONFIG).await;
-    let (seen, _stop) = common::collect(&host.bus(), "allowed", "observer");
+    let (seen, _stop) = crate::common::collect(&host.bus(), "allowed", "observer");
 
     let (status, body) = json(host.get("/t/forbidden").await).await;
     assert_eq!(status, 200);
@@ -135,7 +133,7 @@ async fn sending_to_a_forbidden_topic_is_refused_and_publishes_nothing() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    common::eventually(Duration::from_secs(5), "the allowed message", || async {
+    crate::common::eventually(Duration::from_secs(5), "the allowed message", || async {
         (!seen.lock().unwrap().is_empty()).then_some(())
     })
     .await;

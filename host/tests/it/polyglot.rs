@@ -5,14 +5,12 @@
 //! status, remarks and payment id, and the same dead letters for input that is not an order.
 //! Generated orders then go through the payment plugin of all five languages (Rust,
 //! JavaScript, Python, Go and C), which must publish the very same bytes. The hand-written
-//! cases of every language are in plugins/cases/payment.toml (tests/contract.rs runs them).
-
-mod common;
+//! cases of every language are in plugins/cases/payment.toml (tests/it/contract.rs runs them).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestHost, collect, eventually, header, plugin_wasm};
+use crate::common::{TestHost, collect, eventually, header, plugin_wasm};
 use eventhost::bus::Record;
 use eventhost::runtime::{
     Delivery, Failure, Message, OutMessage, PluginInfo, Runtime, RuntimeSettings,
@@ -237,7 +235,7 @@ async fn result_of(seen: &Seen, topic: &str, key: &str) -> Record {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_and_rust_payment_plugins_decide_every_order_the_same() {
-    common::init_logs();
+    crate::common::init_logs();
     let started = Instant::now();
     let host = TestHost::start(&config()).await;
     println!(
@@ -669,12 +667,13 @@ fn outcome(
 }
 
 /// Loads the payment plugin of every language into one runtime, reports what each costs
-/// (component size, load time, time per order on a fresh instance; `cargo test --test polyglot
-/// -- --nocapture` shows it), then runs 1000 generated orders through each, under four
+/// (component size, load time, time per order on a fresh instance; `cargo test --test it
+/// polyglot -- --nocapture` shows it), then runs 1000 generated orders through each, under four
 /// configurations, and requires the very same published bytes as the Rust plugin's (but the
 /// `rules` label) or the same failure for each.
 #[tokio::test(flavor = "current_thread")]
 async fn every_language_gives_the_same_results_for_generated_orders() {
+    let _process = crate::common::share_process().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).expect("store"));
     let settings = RuntimeSettings {
