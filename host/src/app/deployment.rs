@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{plugin_info, topic_specs};
 use crate::config::{Config, SubscriptionConfig};
-use crate::dispatch::{Dispatcher, SubscriptionRuntime};
+use crate::dispatch::{Dispatcher, SubscriptionSettings};
 use crate::http::{HttpState, Route, RouteTable};
 use crate::runtime::{LoadedPlugin, PluginInfo, Runtime, version_of};
 
@@ -35,7 +35,7 @@ pub struct ApplyReport {
 }
 
 struct RunningSubscription {
-    settings: SubscriptionRuntime,
+    settings: SubscriptionSettings,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -276,13 +276,13 @@ impl Deployment {
             return;
         };
         let registry = self.dispatcher.registry();
-        let wanted: Vec<SubscriptionRuntime> = applied
+        let wanted: Vec<SubscriptionSettings> = applied
             .config
             .iter()
             .flat_map(|c| c.subscriptions.iter())
             .filter(|s| registry.get(&s.plugin).is_some_and(|p| p.exports().message))
             .filter(|s| !applied.paused.contains(&(s.topic.clone(), s.group.clone())))
-            .map(subscription_runtime)
+            .map(subscription_settings)
             .collect();
         self.stop_subscriptions(applied, |s| !wanted.contains(s))
             .await;
@@ -320,7 +320,7 @@ impl Deployment {
     async fn stop_subscriptions(
         &self,
         applied: &mut Applied,
-        unwanted: impl Fn(&SubscriptionRuntime) -> bool,
+        unwanted: impl Fn(&SubscriptionSettings) -> bool,
     ) {
         let (stop, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut applied.subscriptions)
             .into_iter()
@@ -408,8 +408,8 @@ impl Needs {
 }
 
 /// The dispatcher's view of a configured subscription.
-pub fn subscription_runtime(sub: &SubscriptionConfig) -> SubscriptionRuntime {
-    SubscriptionRuntime {
+pub fn subscription_settings(sub: &SubscriptionConfig) -> SubscriptionSettings {
+    SubscriptionSettings {
         topic: sub.topic.clone(),
         plugin: sub.plugin.clone(),
         group: sub.group.clone(),

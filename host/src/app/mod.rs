@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use deployment::{ApplyReport, Deployment, SubscriptionState, subscription_runtime};
+pub use deployment::{ApplyReport, Deployment, SubscriptionState, subscription_settings};
 
 use crate::bus::{Bus, EmbeddedBus, KafkaBus, KafkaSettings, TopicSpec};
 use crate::config::{BusConfig, Config, PluginConfig};
