@@ -347,7 +347,7 @@ impl Deployment {
         let bytes = (tokio::fs::read(&info.source).await)
             .map_err(|e| crate::runtime::unreadable(&info.source, e))?;
         if let Some(current) = current.filter(|c| c.info.version == version_of(&bytes)) {
-            // The code is the same, but the bindings may not be: check them every time.
+            // The code is the same, but the wiring may not be: check it every time.
             needs.check(&current)?;
             let unchanged = PluginInfo {
                 version: current.info.version.clone(),
@@ -378,7 +378,7 @@ impl Deployment {
     }
 }
 
-/// Which handlers a plugin's bindings need.
+/// Which handlers the wiring of a plugin needs.
 #[derive(Debug, Clone, Copy)]
 struct Needs {
     http: bool,

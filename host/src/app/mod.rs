@@ -53,7 +53,7 @@ pub struct RunningHost {
 
 impl Host {
     /// Opens the store and the bus, declares the topics, and loads every plugin. Any plugin
-    /// that fails to load or lacks a handler its bindings need is an error.
+    /// that fails to load or lacks a handler its wiring needs is an error.
     pub async fn build(config: Config) -> anyhow::Result<Host> {
         let store: Arc<dyn StateStore> = Arc::new(
             EmbeddedStore::open(&config.state.path)
@@ -340,12 +340,12 @@ pub async fn load_plugins(
             })?;
         loaded.push(component);
     }
-    check_bindings(config, &loaded)?;
+    check_wiring(config, &loaded)?;
     Ok(loaded)
 }
 
 /// Every route's plugin must export the HTTP handler; every subscription's the message handler.
-pub fn check_bindings(config: &Config, loaded: &[LoadedPlugin]) -> anyhow::Result<()> {
+pub fn check_wiring(config: &Config, loaded: &[LoadedPlugin]) -> anyhow::Result<()> {
     let exports = |name: &str| {
         loaded
             .iter()
