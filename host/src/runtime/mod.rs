@@ -200,7 +200,7 @@ impl Runtime {
                 self.settings.max_memory_bytes >> 20
             );
         }
-        if wasmparser_is_core_module(bytes) {
+        if is_core_module(bytes) {
             bail!(
                 "{} is a core wasm module, not a component (build for wasm32-wasip2)",
                 info.source.display()
@@ -481,7 +481,7 @@ fn forward_output(plugin: &str, input: &str, stream: &str, output: &output::Capt
 }
 
 /// A core module starts with the same magic as a component but has version 1 and layer 0.
-fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
 }
 
