@@ -18,10 +18,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{plugin_info, topic_specs};
-use crate::config::{Config, SubscriptionConfig};
+use crate::config::{Config, PluginConfig, SubscriptionConfig};
 use crate::dispatch::{Dispatcher, SubscriptionSettings};
 use crate::http::{HttpState, Route, RouteTable};
-use crate::runtime::{LoadedPlugin, PluginInfo, Runtime, version_of};
+use crate::runtime::{LoadedPlugin, Runtime};
 
 /// What applying a config changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -124,7 +124,7 @@ impl Deployment {
         for plugin in config.plugins.values() {
             let needs = Needs::of(&config, &plugin.name);
             match self
-                .load_version(registry.get(&plugin.name), plugin_info(plugin), needs)
+                .load_version(registry.get(&plugin.name), plugin, needs)
                 .await
             {
                 Ok(None) => {}
@@ -337,23 +337,21 @@ impl Deployment {
         }
     }
 
-    /// Loads the version of a plugin that `info` describes, unless it is the current one.
+    /// Loads the version of `plugin` that its config and file describe, unless it is the
+    /// current one.
     async fn load_version(
         &self,
         current: Option<Arc<LoadedPlugin>>,
-        info: PluginInfo,
+        plugin: &PluginConfig,
         needs: Needs,
     ) -> anyhow::Result<Option<LoadedPlugin>> {
-        let bytes = (tokio::fs::read(&info.source).await)
-            .map_err(|e| crate::runtime::unreadable(&info.source, e))?;
-        if let Some(current) = current.filter(|c| c.info.version == version_of(&bytes)) {
+        let bytes = (tokio::fs::read(&plugin.path).await)
+            .map_err(|e| crate::runtime::unreadable(&plugin.path, e))?;
+        let info = plugin_info(plugin, &bytes);
+        if let Some(current) = current.filter(|c| c.info.version == info.version) {
             // The code is the same, but the wiring may not be: check it every time.
             needs.check(&current)?;
-            let unchanged = PluginInfo {
-                version: current.info.version.clone(),
-                ..info.clone()
-            };
-            if *current.info == unchanged {
+            if *current.info == info {
                 return Ok(None);
             }
             let reconfigured = self.runtime.reconfigure(&current, info)?;

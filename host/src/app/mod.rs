@@ -23,7 +23,9 @@ use crate::config::{BusConfig, Config, PluginConfig};
 use crate::dispatch::Dispatcher;
 use crate::http::{HttpState, RouteTable, ServerLimits};
 use crate::metrics::Metrics;
-use crate::runtime::{LoadedPlugin, PluginInfo, Registry, Runtime, RuntimeSettings};
+use crate::runtime::{
+    LoadedPlugin, PluginInfo, Registry, Runtime, RuntimeSettings, unreadable, version_of,
+};
 use crate::state::{EmbeddedStore, PendingStore, StateStore};
 use crate::telemetry::Telemetry;
 
@@ -303,11 +305,11 @@ fn topic_specs(config: &Config) -> Vec<TopicSpec> {
         .collect()
 }
 
-/// What the host knows of a plugin before loading its code.
-pub fn plugin_info(plugin: &PluginConfig) -> PluginInfo {
+/// What the host knows of a plugin from its config and its component's `bytes`.
+pub fn plugin_info(plugin: &PluginConfig, bytes: &[u8]) -> PluginInfo {
     PluginInfo {
         name: plugin.name.clone(),
-        version: String::new(),
+        version: version_of(bytes),
         source: plugin.path.clone(),
         publish: plugin.publish.iter().cloned().collect(),
         config: plugin.config.clone(),
@@ -327,17 +329,20 @@ pub async fn load_plugins(
 ) -> anyhow::Result<Vec<LoadedPlugin>> {
     let mut loaded = Vec::new();
     for plugin in config.plugins.values() {
-        let (runtime, info, path) = (runtime.clone(), plugin_info(plugin), plugin.path.clone());
-        let component = tokio::task::spawn_blocking(move || runtime.load_file(info, &path))
-            .await?
-            .with_context(|| {
-                format!(
-                    "{}: plugin.{}: cannot load {}",
-                    config.file.display(),
-                    plugin.name,
-                    plugin.path.display()
-                )
-            })?;
+        let (runtime, wanted) = (runtime.clone(), plugin.clone());
+        let component = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&wanted.path).map_err(|e| unreadable(&wanted.path, e))?;
+            runtime.load(plugin_info(&wanted, &bytes), &bytes)
+        })
+        .await?
+        .with_context(|| {
+            format!(
+                "{}: plugin.{}: cannot load {}",
+                config.file.display(),
+                plugin.name,
+                plugin.path.display()
+            )
+        })?;
         loaded.push(component);
     }
     check_wiring(config, &loaded)?;

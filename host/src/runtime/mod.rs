@@ -190,9 +190,9 @@ impl Runtime {
         })
     }
 
-    /// Compiles and checks a component from `bytes`. Blocking and CPU-heavy: call it off the
-    /// async runtime.
-    pub fn load(&self, mut info: PluginInfo, bytes: &[u8]) -> anyhow::Result<LoadedPlugin> {
+    /// Compiles and checks a component from `bytes`, whose version `info` gives
+    /// ([`version_of`]). Blocking and CPU-heavy: call it off the async runtime.
+    pub fn load(&self, info: PluginInfo, bytes: &[u8]) -> anyhow::Result<LoadedPlugin> {
         if info.memory_bytes > self.settings.max_memory_bytes {
             bail!(
                 "memory limit {} MiB is above the runtime's maximum of {} MiB",
@@ -206,7 +206,12 @@ impl Runtime {
                 info.source.display()
             );
         }
-        info.version = version_of(bytes);
+        debug_assert_eq!(
+            info.version,
+            version_of(bytes),
+            "the version of {}",
+            info.name
+        );
         let (component, compiled) = self.compile(&info, bytes)?;
         let pre = self
             .linker
@@ -259,7 +264,7 @@ impl Runtime {
     pub fn reconfigure(
         &self,
         plugin: &LoadedPlugin,
-        mut info: PluginInfo,
+        info: PluginInfo,
     ) -> anyhow::Result<LoadedPlugin> {
         if info.memory_bytes > self.settings.max_memory_bytes {
             bail!(
@@ -268,7 +273,7 @@ impl Runtime {
                 self.settings.max_memory_bytes >> 20
             );
         }
-        info.version = plugin.info.version.clone();
+        debug_assert_eq!(info.version, plugin.info.version, "the same code");
         Ok(LoadedPlugin {
             info: Arc::new(info),
             loaded_at: std::time::SystemTime::now(),
@@ -277,12 +282,6 @@ impl Runtime {
             message: plugin.message.clone(),
             http: plugin.http.clone(),
         })
-    }
-
-    /// Reads and loads the component at `path`.
-    pub fn load_file(&self, info: PluginInfo, path: &Path) -> anyhow::Result<LoadedPlugin> {
-        let bytes = std::fs::read(path).map_err(|e| unreadable(path, e))?;
-        self.load(info, &bytes)
     }
 
     /// Checks that a fresh instance of `plugin` can be created (used before swapping it in).

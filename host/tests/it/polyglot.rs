@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::common::{TestHost, collect, eventually, header, plugin_wasm};
 use eventhost::bus::Record;
 use eventhost::runtime::{
-    Delivery, Failure, Message, OutMessage, PluginInfo, Runtime, RuntimeSettings,
+    Delivery, Failure, Message, OutMessage, PluginInfo, Runtime, RuntimeSettings, version_of,
 };
 use eventhost::state::EmbeddedStore;
 use serde_json::{Value, json};
@@ -700,9 +700,11 @@ async fn every_language_gives_the_same_results_for_generated_orders() {
     let mut plugins = Vec::new();
     for language in LANGUAGES {
         let name = language.0;
+        let start = Instant::now();
+        let bytes = std::fs::read(plugin_wasm(name)).expect("component");
         let info = PluginInfo {
             name: name.into(),
-            version: String::new(),
+            version: version_of(&bytes),
             source: plugin_wasm(name),
             publish: ["payments".to_string()].into(),
             config: Default::default(),
@@ -712,11 +714,8 @@ async fn every_language_gives_the_same_results_for_generated_orders() {
             concurrency: 16,
             cloudevents: None,
         };
-        let size = std::fs::metadata(&info.source).expect("component").len();
-        let start = Instant::now();
-        let plugin = runtime
-            .load_file(info.clone(), &info.source)
-            .expect("plugin loads");
+        let size = bytes.len();
+        let plugin = runtime.load(info.clone(), &bytes).expect("plugin loads");
         let load = start.elapsed();
         let decide = || runtime.handle_message(&plugin, &one_order, label.clone());
         let first = Instant::now();
