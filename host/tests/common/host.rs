@@ -84,6 +84,14 @@ impl TestHost {
         self.running.as_ref().expect("host is running")
     }
 
+    /// The version of `plugin` the host serves.
+    pub fn version(&self, plugin: &str) -> String {
+        let registry = self.host().dispatcher().registry();
+        let loaded = registry.get(plugin);
+        let loaded = loaded.unwrap_or_else(|| panic!("plugin {plugin} is loaded"));
+        loaded.info.version.clone()
+    }
+
     pub fn bus(&self) -> Arc<dyn Bus> {
         self.host().dispatcher().bus().clone()
     }

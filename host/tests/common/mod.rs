@@ -103,6 +103,26 @@ pub fn collect(
     (seen, stop)
 }
 
+/// The value of `record`, which must be JSON.
+pub fn value_json(record: &Record) -> serde_json::Value {
+    serde_json::from_slice(&record.value).unwrap_or_else(|_| {
+        panic!(
+            "record is not JSON: {}",
+            String::from_utf8_lossy(&record.value)
+        )
+    })
+}
+
+/// The status and JSON body of `response`.
+pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")),
+    )
+}
+
 /// The value of header `name`, as text.
 pub fn header(record: &Record, name: &str) -> Option<String> {
     record

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{TestHost, collect, eventually, header, plugin_wasm};
+use crate::common::{TestHost, collect, eventually, header, plugin_wasm, value_json};
 use eventhost::bus::Record;
 use eventhost::runtime::{
     Delivery, Failure, Message, OutMessage, PluginInfo, Runtime, RuntimeSettings, version_of,
@@ -192,26 +192,6 @@ fn keyed(seen: &Seen, key: &str) -> Vec<Record> {
         .collect()
 }
 
-fn value_json(record: &Record) -> Value {
-    serde_json::from_slice(&record.value).unwrap_or_else(|_| {
-        panic!(
-            "record is not JSON: {}",
-            String::from_utf8_lossy(&record.value)
-        )
-    })
-}
-
-fn version(host: &TestHost, plugin: &str) -> String {
-    host.host()
-        .dispatcher()
-        .registry()
-        .get(plugin)
-        .unwrap_or_else(|| panic!("plugin {plugin} is loaded"))
-        .info
-        .version
-        .clone()
-}
-
 async fn publish(host: &TestHost, key: &str, value: Vec<u8>) {
     let message = OutMessage {
         topic: "orders".into(),
@@ -245,8 +225,8 @@ async fn javascript_and_rust_payment_plugins_decide_every_order_the_same() {
     let (rust, _stop_rust) = collect(&host.bus(), RUST_RESULTS, "observer");
     let (js, _stop_js) = collect(&host.bus(), JS_RESULTS, "observer");
     let (dead, _stop_dead) = collect(&host.bus(), DEAD_LETTERS, "observer");
-    let rust_version = version(&host, "payment");
-    let js_version = version(&host, "payment-js");
+    let rust_version = host.version("payment");
+    let js_version = host.version("payment-js");
     assert_ne!(rust_version, js_version);
 
     let orders = orders();

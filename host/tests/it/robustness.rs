@@ -7,7 +7,7 @@ use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{TestHost, eventually};
+use crate::common::{TestHost, eventually, json};
 use serde_json::Value;
 
 /// The instance pool is small here (`max_concurrency = 16`, see [`start`]).
@@ -48,15 +48,6 @@ const RUNTIME: &str = "max_concurrency = 16\n";
 
 async fn start(toml: &str) -> TestHost {
     TestHost::start_with(toml, "", RUNTIME).await
-}
-
-async fn json(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")),
-    )
 }
 
 /// `hello` answers, and quickly: a healthy plugin is not held up by a misbehaving one.

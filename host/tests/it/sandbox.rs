@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::TestHost;
-use serde_json::Value;
+use crate::common::{TestHost, json};
 
 const CONFIG: &str = r#"
 [[topic]]
@@ -33,15 +32,6 @@ method = "GET"
 path = "/hello/{name}"
 plugin = "hello"
 "#;
-
-async fn json(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")),
-    )
-}
 
 async fn assert_still_serving(host: &TestHost) {
     let (status, body) = json(host.get("/t/ok").await).await;

@@ -84,12 +84,6 @@ plugin = "testkit"
     }
 }
 
-/// The version of the testkit plugin the host serves.
-fn testkit_version(host: &TestHost) -> String {
-    let registry = host.host().dispatcher().registry();
-    registry.get("testkit").unwrap().info.version.clone()
-}
-
 async fn publish(host: &TestHost, messages: Vec<OutMessage>) {
     host.bus().publish(messages).await.expect("published");
 }
@@ -116,7 +110,7 @@ async fn keeps_order_per_key(setup: Setup, subscription: &str) {
         (seen.len() == 100).then(|| seen.clone())
     })
     .await;
-    let version = testkit_version(&host);
+    let version = host.version("testkit");
     for key in keys {
         let values: Vec<String> = records
             .iter()
@@ -204,7 +198,7 @@ async fn failures_end_in_the_dead_letter_topic_with_reasons_and_original_bytes(s
         },
     )
     .await;
-    let version = testkit_version(&host);
+    let version = host.version("testkit");
     for (key, value, kind, attempts) in &cases {
         let record = records
             .iter()
@@ -382,7 +376,7 @@ async fn metrics_count_what_flows(setup: Setup) {
         done.then_some(())
     })
     .await;
-    let version = testkit_version(&host);
+    let version = host.version("testkit");
     let (input, output) = (&setup.input, &setup.output);
     let expected = [
         format!(

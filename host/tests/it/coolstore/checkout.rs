@@ -34,7 +34,7 @@ async fn checkout_publishes_exactly_one_order_with_the_cart_total_and_empties_th
     assert_eq!(header(record, "eventhost-plugin").as_deref(), Some("cart"));
     assert_eq!(
         header(record, "eventhost-plugin-version"),
-        Some(version(&host, "cart"))
+        Some(host.version("cart"))
     );
     assert_eq!(
         orders.lock().unwrap().len(),
@@ -218,7 +218,7 @@ async fn a_checkout_is_exported_over_otlp_as_one_trace_of_linked_spans() {
     .await;
     let versions: BTreeMap<&str, String> = ["cart", "payment", "order"]
         .into_iter()
-        .map(|plugin| (plugin, version(&host, plugin)))
+        .map(|plugin| (plugin, host.version(plugin)))
         .collect();
     // Stopping sends the spans still waiting in the batch.
     host.stop().await;

@@ -186,7 +186,7 @@ async fn on_kafka_each_checkout_gets_one_payment_result_seen_with_kcat() {
         assert_eq!(order["total"], "18.79");
     }
 
-    let version = version(&host, "payment");
+    let version = host.version("payment");
     let records = kcat_payments(&bootstrap);
     for (order_id, card) in expected {
         let results: Vec<&KcatRecord> = records.iter().filter(|r| r.key == *order_id).collect();

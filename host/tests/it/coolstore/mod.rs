@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::{TestHost, collect, eventually, header, shop_wiring, unique};
+use crate::common::{TestHost, collect, eventually, header, shop_wiring, unique, value_json};
 use eventhost::bus::Record;
 use eventhost::runtime::OutMessage;
 use serde_json::{Value, json};
@@ -355,15 +355,6 @@ fn expected_status(card: &str) -> &'static str {
 
 type Seen = Arc<Mutex<Vec<Record>>>;
 
-fn value_json(record: &Record) -> Value {
-    serde_json::from_slice(&record.value).unwrap_or_else(|_| {
-        panic!(
-            "record is not JSON: {}",
-            String::from_utf8_lossy(&record.value)
-        )
-    })
-}
-
 /// The records of `seen` keyed `key`, leaving out sync markers.
 fn keyed(seen: &Seen, key: &str) -> Vec<Record> {
     seen.lock()
@@ -434,17 +425,6 @@ async fn handled_through(host: &TestHost, topic: &str, key: &str, group: &str) {
     )
     .await;
     stop.cancel();
-}
-
-fn version(host: &TestHost, plugin: &str) -> String {
-    host.host()
-        .dispatcher()
-        .registry()
-        .get(plugin)
-        .unwrap_or_else(|| panic!("plugin {plugin} is loaded"))
-        .info
-        .version
-        .clone()
 }
 
 /// Inputs of `plugin` that committed (HTTP requests included).

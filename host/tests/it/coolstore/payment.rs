@@ -16,7 +16,7 @@ async fn payment_completes_cards_starting_with_4_fails_others_and_never_shows_th
         (handled(&host, "payment") == 2 && payments.lock().unwrap().len() == 2).then_some(())
     })
     .await;
-    let version = version(&host, "payment");
+    let version = host.version("payment");
     for (order_id, card) in [(&paid, VALID_CARD), (&refused, INVALID_CARD)] {
         let results = keyed(&payments, order_id);
         assert_eq!(
@@ -115,7 +115,7 @@ async fn payment_dead_letters_orders_it_cannot_read_and_fails_broken_cards() {
         publish(&host, "orders", order_id, value.to_string()).await;
     }
 
-    let payment_version = version(&host, "payment");
+    let payment_version = host.version("payment");
     for (key, value) in unreadable {
         let letters = eventually(WAIT, &format!("{key} to be dead-lettered"), || async {
             let letters = keyed(&dead, key);
