@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use eventhost::app::Host;
 use eventhost::config::Config;
-use eventhost::runtime::{Delivery, Message, PluginInfo, Runtime, RuntimeSettings};
+use eventhost::runtime::{
+    Delivery, LoadedPlugin, Message, PluginInfo, Runtime, RuntimeSettings, version_of,
+};
 use eventhost::state::EmbeddedStore;
 use tower::ServiceExt as _;
 
@@ -89,10 +91,16 @@ fn runtime_with(dir: &std::path::Path, cache_dir: Option<std::path::PathBuf>) ->
     Runtime::new(settings, store).expect("runtime")
 }
 
+/// Reads and loads the component `info` names.
+fn load(runtime: &Runtime, info: &PluginInfo) -> anyhow::Result<LoadedPlugin> {
+    let bytes = std::fs::read(&info.source)?;
+    runtime.load(info.clone(), &bytes)
+}
+
 fn payment_info(name: &str) -> PluginInfo {
     PluginInfo {
         name: name.into(),
-        version: String::new(),
+        version: version_of(&std::fs::read(plugin(name)).expect("component")),
         source: plugin(name),
         publish: ["payments".to_string()].into(),
         config: Default::default(),
@@ -140,9 +148,7 @@ fn message_handling(tokio: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().expect("temp dir");
     let runtime = runtime_with(dir.path(), None);
     let info = payment_info("payment");
-    let payment = runtime
-        .load_file(info.clone(), &info.source)
-        .expect("payment loads");
+    let payment = load(&runtime, &info).expect("payment loads");
     let wasm = per_order(tokio, &runtime, &payment, 2000);
     let native = per_iteration(5, 2000, || {
         black_box(native_payment(black_box(ORDER.as_bytes())));
@@ -152,9 +158,7 @@ fn message_handling(tokio: &tokio::runtime::Runtime) {
         reuse: Some(1000),
         ..info
     };
-    let payment = runtime
-        .load_file(reusing.clone(), &reusing.source)
-        .expect("payment loads");
+    let payment = load(&runtime, &reusing).expect("payment loads");
     let reused = per_order(tokio, &runtime, &payment, 2000);
     report("  the same, instance reuse", native, reused);
 }
@@ -219,9 +223,7 @@ fn languages(tokio: &tokio::runtime::Runtime) {
         let timed_load = || {
             let runtime = runtime_with(dir.path(), Some(cache.clone()));
             let start = Instant::now();
-            let loaded = runtime
-                .load_file(info.clone(), &info.source)
-                .expect("loads");
+            let loaded = load(&runtime, &info).expect("loads");
             (start.elapsed(), runtime, loaded)
         };
         let (cold, _, _) = timed_load();

@@ -331,8 +331,7 @@ async fn run(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let summary = summary(host.config(), host.dispatcher());
-    let config_for_hint = host.config().clone();
+    let config = host.config().clone();
     let running = match host.start().await {
         Ok(running) => running,
         Err(e) => {
@@ -342,11 +341,7 @@ async fn run(
     };
     // Before the address is announced: whoever reads it may stop the host at once.
     spawn_signal_handler(running.shutdown_token());
-    println!("eventhost listening on http://{}", running.addr);
-    print!("{summary}");
-    if let Some(hint) = try_hint(&config_for_hint, running.addr) {
-        println!("{hint}");
-    }
+    print!("{}", summary(&config, running.dispatcher(), running.addr));
     finish(running).await
 }
 
@@ -511,11 +506,14 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
     });
 }
 
-/// The start-up summary: bus, state, plugins with versions and limits, subscriptions, routes.
-fn summary(config: &Config, dispatcher: &Dispatcher) -> String {
+/// The start-up summary: the address (first, on a line of its own, for scripts and tests to
+/// read), bus, state, plugins with versions and limits, subscriptions, routes, and a command
+/// to try.
+fn summary(config: &Config, dispatcher: &Dispatcher, addr: std::net::SocketAddr) -> String {
     use std::fmt::Write as _;
     let registry = dispatcher.registry();
     let mut out = String::new();
+    let _ = writeln!(out, "eventhost listening on http://{addr}");
     let bus = match &config.bus {
         BusConfig::Embedded => "embedded (in-process, no broker)".to_string(),
         BusConfig::Kafka(kafka) => format!("kafka at {}", kafka.bootstrap),
@@ -570,16 +568,12 @@ fn summary(config: &Config, dispatcher: &Dispatcher) -> String {
             );
         }
     }
+    // A curl command for the first route that takes no parameters, to try the host at once.
+    let plain = (config.routes.iter()).find(|r| r.method == "GET" && !r.path.contains('{'));
+    if let Some(route) = plain {
+        let _ = writeln!(out, "  try:    curl http://{addr}{}", route.path);
+    }
     out
-}
-
-/// A curl command for the first route that takes no parameters, to try the host at once.
-fn try_hint(config: &Config, addr: std::net::SocketAddr) -> Option<String> {
-    let route = config
-        .routes
-        .iter()
-        .find(|r| r.method == "GET" && !r.path.contains('{'))?;
-    Some(format!("  try:    curl http://{addr}{}", route.path))
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: `default_filter`).

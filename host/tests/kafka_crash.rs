@@ -15,10 +15,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,26 +29,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-const BIN: &str = env!("CARGO_BIN_EXE_eventhost");
+use common::{HostProcess, eventually, kafka_bootstrap, unique};
+
 const PARTITIONS: i32 = 3;
 /// The plugin under test, also its state namespace.
 const PLUGIN: &str = "testkit";
 
 /// The tests kill the host and stop the broker: never two at once.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn bootstrap() -> String {
-    std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-/// A name no other test or earlier run uses.
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
 
 // --- the broker ----------------------------------------------------------------------------
 
@@ -126,7 +112,7 @@ fn test_bus(client_id: &str) -> Arc<dyn Bus> {
     .collect();
     Arc::new(
         KafkaBus::new(KafkaSettings {
-            bootstrap: bootstrap(),
+            bootstrap: kafka_bootstrap(),
             client_id: client_id.into(),
             options,
         })
@@ -137,7 +123,7 @@ fn test_bus(client_id: &str) -> Arc<dyn Bus> {
 /// A plain rdkafka consumer for offset queries; it never joins its group.
 fn admin_consumer(group: &str) -> BaseConsumer {
     ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+        .set("bootstrap.servers", kafka_bootstrap())
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
@@ -281,7 +267,7 @@ method = "GET"
 path = "/t/{{op}}"
 plugin = "testkit"
 "#,
-            bootstrap = bootstrap(),
+            bootstrap = kafka_bootstrap(),
             bus_options = tuning.bus_options,
             retry = tuning.retry,
             exactly_once = tuning.exactly_once,
@@ -324,94 +310,19 @@ plugin = "testkit"
     }
 }
 
-/// The `eventhost` binary, killed with SIGKILL when dropped.
-struct HostProcess {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl HostProcess {
-    /// Runs `eventhost run CONFIG --listen 127.0.0.1:0 --state STATE` and waits for its
-    /// `eventhost listening on http://ADDR` line. Its log goes to `host-<label>.log`.
-    async fn spawn(scenario: &Scenario, label: &str) -> HostProcess {
-        let log = scenario.dir.path().join(format!("host-{label}.log"));
-        let stderr = File::create(&log).unwrap();
-        let mut child = Command::new(BIN)
-            .arg("run")
-            .arg(&scenario.config)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--state")
-            .arg(&scenario.state)
-            .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("eventhost spawns");
-        let stdout = child.stdout.take().unwrap();
-        let first = tokio::task::spawn_blocking(move || {
-            let mut stdout = BufReader::new(stdout);
-            let mut first = String::new();
-            let _ = stdout.read_line(&mut first);
-            // Keep draining, so the host never blocks on a full pipe.
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-            });
-            first
-        });
-        let first = tokio::time::timeout(Duration::from_secs(120), first)
-            .await
-            .unwrap_or_else(|_| panic!("eventhost did not start within 120 s:\n{}", tail(&log)))
-            .unwrap();
-        let Some(url) = first.trim().strip_prefix("eventhost listening on ") else {
-            let _ = child.kill();
-            let status = child.wait().unwrap();
-            panic!(
-                "eventhost did not start (exit {status}, first line {first:?}):\n{}",
-                tail(&log)
-            );
-        };
-        HostProcess {
-            url: url.to_string(),
-            child,
-            log,
-        }
-    }
-
-    /// `kill -9`: no shutdown hook, no final commit.
-    fn kill9(&mut self) {
-        self.child.kill().expect("SIGKILL sent");
-        let status = self.child.wait().unwrap();
-        assert!(
-            status.code().is_none(),
-            "the host had already exited with {status} before the kill:\n{}",
-            tail(&self.log)
-        );
-    }
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The last lines of a log file, for failure messages.
-fn tail(path: &Path) -> String {
-    let mut text = String::new();
-    if let Ok(mut file) = File::open(path) {
-        let _ = file.read_to_string(&mut text);
-    }
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(40);
-    format!(
-        "--- last lines of {} ---\n{}",
-        path.display(),
-        lines[start..].join("\n")
+/// Runs `eventhost run CONFIG --listen 127.0.0.1:0 --state STATE` and waits for its
+/// `eventhost listening on http://ADDR` line. Its log goes to `host-<label>.log`.
+async fn spawn_host(scenario: &Scenario, label: &str) -> HostProcess {
+    let log = scenario.dir.path().join(format!("host-{label}.log"));
+    let state = scenario.state.to_str().expect("a UTF-8 path");
+    let args = ["--listen", "127.0.0.1:0", "--state", state];
+    HostProcess::start(
+        &scenario.config,
+        &args,
+        "info,wasmtime=warn,cranelift=warn",
+        &log,
     )
+    .await
 }
 
 fn http() -> reqwest::Client {
@@ -557,7 +468,7 @@ async fn read_all(
     let ends = end_offsets(topic, partitions);
     let total: i64 = ends.values().sum();
     let reader = TopicReader::start(bus, topic);
-    wait_for(
+    eventually(
         Duration::from_secs(120),
         &format!("all of {topic}"),
         || async {
@@ -573,26 +484,6 @@ async fn read_all(
     let records = reader.snapshot();
     reader.close().await;
     records
-}
-
-/// Polls `check` every 200 ms until it returns `Ok`, failing the test with its last `Err`
-/// (a progress report) after `timeout`.
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(progress) => assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}: {progress}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Values `record:<n>` of the input topic: position -> n.
@@ -668,9 +559,9 @@ async fn kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_win
     }
     let outputs = TopicReader::start(&bus, &scenario.output);
 
-    let mut host = HostProcess::spawn(&scenario, "first").await;
+    let mut host = spawn_host(&scenario, "first").await;
     let client = http();
-    wait_for(
+    eventually(
         Duration::from_secs(180),
         "the first host to handle some inputs",
         || async {
@@ -678,7 +569,7 @@ async fn kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_win
             if seen >= KILL_AFTER {
                 Ok(())
             } else {
-                Err(format!("{seen} outputs so far\n{}", tail(&host.log)))
+                Err(format!("{seen} outputs so far\n{}", host.log_tail()))
             }
         },
     )
@@ -690,7 +581,7 @@ async fn kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_win
     // every state entry on disk must have its output on the topic.
     let state_at_kill = state_from_file(&scenario.state);
     let committed = committed_offsets(&scenario.group, &scenario.input);
-    wait_for(
+    eventually(
         Duration::from_secs(60),
         "the output of every input whose state was written before the kill",
         || async {
@@ -712,7 +603,7 @@ async fn kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_win
     .await;
     // Let the reader catch up with everything the first host published.
     let mut last = (outputs.len(), Instant::now());
-    wait_for(
+    eventually(
         Duration::from_secs(60),
         "the output topic to settle",
         || {
@@ -745,8 +636,8 @@ async fn kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_win
 
     // Restart on the same config and state; wait until every input has its effects.
     let restarted = Instant::now();
-    let host = HostProcess::spawn(&scenario, "second").await;
-    wait_for(
+    let host = spawn_host(&scenario, "second").await;
+    eventually(
         Duration::from_secs(240),
         "every input forwarded after the restart",
         || async {
@@ -756,13 +647,13 @@ async fn kill_9_mid_stream_loses_nothing_and_duplicates_only_the_uncommitted_win
             } else {
                 Err(format!(
                     "{seen} of {KILL_INPUTS} distinct outputs\n{}",
-                    tail(&host.log)
+                    host.log_tail()
                 ))
             }
         },
     )
     .await;
-    let state = wait_for(
+    let state = eventually(
         Duration::from_secs(120),
         "a state entry for every input",
         || async {
@@ -907,11 +798,11 @@ async fn exactly_once_survives_kill_9_and_a_broker_restart_with_each_result_once
     let seen = |outputs: &TopicReader| outputs.len();
 
     // 1. kill -9 mid-stream.
-    let mut host = HostProcess::spawn(&scenario, "first").await;
-    wait_for(Duration::from_secs(180), "some results", || async {
+    let mut host = spawn_host(&scenario, "first").await;
+    eventually(Duration::from_secs(180), "some results", || async {
         match seen(&outputs) {
             n if n >= EXACTLY_ONCE_INPUTS / 5 => Ok(()),
-            n => Err(format!("{n} results\n{}", tail(&host.log))),
+            n => Err(format!("{n} results\n{}", host.log_tail())),
         }
     })
     .await;
@@ -919,14 +810,14 @@ async fn exactly_once_survives_kill_9_and_a_broker_restart_with_each_result_once
     let at_kill = seen(&outputs);
 
     // 2. Restart; once more results came, restart the broker under load.
-    let host = HostProcess::spawn(&scenario, "second").await;
-    wait_for(
+    let host = spawn_host(&scenario, "second").await;
+    eventually(
         Duration::from_secs(180),
         "results after the restart",
         || async {
             match seen(&outputs) {
                 n if n >= EXACTLY_ONCE_INPUTS / 2 => Ok(()),
-                n => Err(format!("{n} results\n{}", tail(&host.log))),
+                n => Err(format!("{n} results\n{}", host.log_tail())),
             }
         },
     )
@@ -937,18 +828,18 @@ async fn exactly_once_survives_kill_9_and_a_broker_restart_with_each_result_once
     kafka_script_async("start").await;
 
     // 3. Every result, then nothing more.
-    wait_for(Duration::from_secs(300), "every result", || async {
+    eventually(Duration::from_secs(300), "every result", || async {
         match seen(&outputs) {
             n if n >= EXACTLY_ONCE_INPUTS => Ok(()),
             n => Err(format!(
                 "{n} of {EXACTLY_ONCE_INPUTS} results\n{}",
-                tail(&host.log)
+                host.log_tail()
             )),
         }
     })
     .await;
     let client = http();
-    let state = wait_for(Duration::from_secs(60), "the counters", || async {
+    let state = eventually(Duration::from_secs(60), "the counters", || async {
         let response = client
             .get(format!("{}/t/state-scan?prefix=count:", host.url))
             .send()
@@ -1050,9 +941,9 @@ async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duratio
     let began = Instant::now();
     let bus = test_bus(&format!("{name}-test"));
     let scenario = Scenario::new(&bus, name, tuning).await;
-    let host = HostProcess::spawn(&scenario, "host").await;
+    let host = spawn_host(&scenario, "host").await;
     let client = http();
-    wait_for(Duration::from_secs(60), "a healthy host", || async {
+    eventually(Duration::from_secs(60), "a healthy host", || async {
         match health(&client, &host.url).await {
             Some((200, _)) => Ok(()),
             other => Err(format!("readyz: {other:?}")),
@@ -1073,12 +964,12 @@ async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duratio
         produced.clone(),
         retries.clone(),
     ));
-    wait_for(Duration::from_secs(120), "inputs flowing", || async {
+    eventually(Duration::from_secs(120), "inputs flowing", || async {
         let (p, o) = (produced.load(Ordering::Relaxed), outputs.counts().len());
         if p >= 300 && o >= 100 {
             Ok(())
         } else {
-            Err(format!("{p} produced, {o} forwarded\n{}", tail(&host.log)))
+            Err(format!("{p} produced, {o} forwarded\n{}", host.log_tail()))
         }
     })
     .await;
@@ -1087,7 +978,7 @@ async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duratio
     let produced_before_stop = produced.load(Ordering::Relaxed);
     let stopping = Instant::now();
     let stop_took = kafka_script_async("stop").await;
-    let degraded = wait_for(
+    let degraded = eventually(
         Duration::from_secs(60),
         "readyz to report degraded while the broker is down",
         || async {
@@ -1106,7 +997,7 @@ async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duratio
     let starting = Instant::now();
     let start = tokio::spawn(kafka_script_async("start"));
     let port_open = tokio::spawn(async move {
-        let address = bootstrap()
+        let address = kafka_bootstrap()
             .split(',')
             .next()
             .unwrap_or_default()
@@ -1116,13 +1007,13 @@ async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duratio
         }
         starting.elapsed()
     });
-    let healthy = wait_for(
+    let healthy = eventually(
         Duration::from_secs(180),
         "readyz back to 200 after the broker restart",
         || async {
             match health(&client, &host.url).await {
                 Some((200, _)) => Ok(starting.elapsed()),
-                other => Err(format!("readyz: {other:?}\n{}", tail(&host.log))),
+                other => Err(format!("readyz: {other:?}\n{}", host.log_tail())),
             }
         },
     )
@@ -1133,7 +1024,7 @@ async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duratio
 
     // Keep producing for a while after the recovery, then stop and check every input.
     let more = produced.load(Ordering::Relaxed) + 300;
-    wait_for(
+    eventually(
         Duration::from_secs(120),
         "inputs after the recovery",
         || async {
@@ -1149,7 +1040,7 @@ async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duratio
     stop.cancel();
     let total = producer.await.expect("producer");
     let settle = Instant::now();
-    wait_for(
+    eventually(
         Duration::from_secs(240),
         "every produced input forwarded",
         || async {
@@ -1162,14 +1053,14 @@ async fn broker_restart_under_load(name: &str, tuning: Tuning, down_for: Duratio
             } else {
                 Err(format!(
                     "{missing} of {total} inputs not forwarded yet\n{}",
-                    tail(&host.log)
+                    host.log_tail()
                 ))
             }
         },
     )
     .await;
     let inputs = input_numbers(&read_all(&bus, &scenario.input, PARTITIONS).await);
-    let state = wait_for(
+    let state = eventually(
         Duration::from_secs(120),
         "a state entry for every input record",
         || async {
@@ -1244,12 +1135,12 @@ async fn an_idle_host_reports_healthy_again_after_a_broker_restart() {
     let _broker = BrokerGuard::new();
     let bus = test_bus("idle-test");
     let scenario = Scenario::new(&bus, "idle", DEFAULTS).await;
-    let host = HostProcess::spawn(&scenario, "host").await;
+    let host = spawn_host(&scenario, "host").await;
     let client = http();
     let outputs = TopicReader::start(&bus, &scenario.output);
     let inputs: Vec<_> = (0..10).map(|n| scenario.input_message(n)).collect();
     bus.publish(inputs).await.expect("inputs produced");
-    wait_for(Duration::from_secs(60), "10 inputs handled", || async {
+    eventually(Duration::from_secs(60), "10 inputs handled", || async {
         match outputs.len() {
             10.. => Ok(()),
             n => Err(format!("{n} outputs")),
@@ -1257,7 +1148,7 @@ async fn an_idle_host_reports_healthy_again_after_a_broker_restart() {
     })
     .await;
     // Once they are committed, nothing is re-delivered after the restart: the host stays idle.
-    wait_for(Duration::from_secs(60), "10 inputs committed", || async {
+    eventually(Duration::from_secs(60), "10 inputs committed", || async {
         let committed = committed_offsets(&scenario.group, &scenario.input);
         match committed.values().sum::<i64>() {
             10.. => Ok(()),
@@ -1267,7 +1158,7 @@ async fn an_idle_host_reports_healthy_again_after_a_broker_restart() {
     .await;
 
     kafka_script_async("stop").await;
-    wait_for(Duration::from_secs(60), "readyz degraded", || async {
+    eventually(Duration::from_secs(60), "readyz degraded", || async {
         match health(&client, &host.url).await {
             Some((503, status)) if status == "not ready" => Ok(()),
             other => Err(format!("readyz: {other:?}")),
@@ -1276,7 +1167,7 @@ async fn an_idle_host_reports_healthy_again_after_a_broker_restart() {
     .await;
     kafka_script_async("start").await;
     let back = Instant::now();
-    wait_for(
+    eventually(
         Duration::from_secs(60),
         "readyz back to 200 with no traffic after the broker restart",
         || async {

@@ -15,17 +15,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::eventually;
+use common::{HostProcess, eventually, kafka_bootstrap, shop_wiring, unique};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_eventhost");
 /// How far RSS may rise above the warm-up baseline.
 const BAND: f64 = 0.20;
 /// Share of the run spent warming up before the baseline is taken.
@@ -112,11 +109,9 @@ async fn resident_memory_stays_flat_under_steady_traffic() {
     let settings = Settings::from_env();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), settings.bus);
-    let mut host = HostProcess::start(
-        &config,
-        &dir.path().join("state.redb"),
-        &dir.path().join("host.log"),
-    );
+    let state = dir.path().join("state.redb");
+    let args = ["--state", state.to_str().expect("a UTF-8 path")];
+    let mut host = HostProcess::start(&config, &args, "warn", &dir.path().join("host.log")).await;
     let url = host.url.clone();
 
     let counters = Arc::new(Counters::default());
@@ -142,7 +137,7 @@ async fn resident_memory_stays_flat_under_steady_traffic() {
         );
         samples.push(Sample {
             at: started.elapsed(),
-            rss_kib: host.rss_kib(),
+            rss_kib: rss_kib(host.id()),
             records: counters.records.load(Ordering::Relaxed),
             requests: counters.requests.load(Ordering::Relaxed),
         });
@@ -152,7 +147,7 @@ async fn resident_memory_stays_flat_under_steady_traffic() {
         client.await.unwrap();
     }
 
-    let report = Report::new(&settings, &samples, &host.log);
+    let report = Report::new(&settings, &samples, host.log());
     println!("{report}");
     assert_eq!(
         counters.unexpected.load(Ordering::Relaxed),
@@ -188,7 +183,7 @@ async fn resident_memory_stays_flat_under_steady_traffic() {
         },
     )
     .await;
-    host.stop();
+    host.stop().await;
 }
 
 /// One client: pays over HTTP, shops and checks out, and looks at products and orders, until
@@ -322,10 +317,7 @@ fn write_config(dir: &Path, bus: BusKind) -> std::path::PathBuf {
         BusKind::Embedded => include_str!("../../examples/coolstore/eventhost.toml"),
         BusKind::Kafka => include_str!("../../examples/coolstore/eventhost-kafka.toml"),
     };
-    let mut table: toml::Table = example.parse().expect("the coolstore config is TOML");
-    for managed in ["server", "state", "runtime"] {
-        table.remove(managed);
-    }
+    let mut table = shop_wiring(example);
     if bus == BusKind::Kafka {
         rename_for_kafka(&mut table);
     }
@@ -339,14 +331,9 @@ fn write_config(dir: &Path, bus: BusKind) -> std::path::PathBuf {
 }
 
 fn rename_for_kafka(table: &mut toml::Table) {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = format!("soak-{}-{nanos:x}", std::process::id());
+    let prefix = unique("soak");
     let renamed = |name: &str| format!("{prefix}.{name}");
-    let bootstrap =
-        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_string());
+    let bootstrap = kafka_bootstrap();
     let bus = table["bus"].as_table_mut().expect("[bus]");
     bus.insert("bootstrap".into(), bootstrap.into());
     bus.insert("client_id".into(), prefix.clone().into());
@@ -388,105 +375,14 @@ fn rename_for_kafka(table: &mut toml::Table) {
     }
 }
 
-/// The `eventhost` process, killed if the test ends before it stopped it.
-struct HostProcess {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl HostProcess {
-    /// Starts the host on `config` with its state in `state` and its log in `log`.
-    fn start(config: &Path, state: &Path, log: &Path) -> HostProcess {
-        let mut child = Command::new(BIN)
-            .arg("run")
-            .arg(config)
-            .arg("--state")
-            .arg(state)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        stdout.read_line(&mut first).unwrap();
-        let url = first
-            .trim()
-            .strip_prefix("eventhost listening on ")
-            .map(str::to_string);
-        // Keep reading, so the host never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let host = HostProcess {
-            child,
-            url: url.clone().unwrap_or_default(),
-            log: log.to_path_buf(),
-        };
-        assert!(
-            url.is_some(),
-            "the host did not start ({first:?}); its log:\n{}",
-            host.log_tail()
-        );
-        host
-    }
-
-    fn exited(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_some()
-    }
-
-    /// `VmRSS` of the process, in KiB.
-    fn rss_kib(&self) -> u64 {
-        let pid = self.child.id();
-        let status =
-            std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc is readable");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status")
-    }
-
-    /// The last lines of the host's log.
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// SIGTERM, then a clean exit within 30 s.
-    fn stop(mut self) {
-        let sent = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the host did not exit within 30 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(
-            status.success(),
-            "the host exited with {status}; its log:\n{}",
-            self.log_tail()
-        );
-    }
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// `VmRSS` of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc is readable");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
 }
 
 // ---- the report ----------------------------------------------------------------------------

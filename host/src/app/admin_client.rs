@@ -35,7 +35,7 @@ pub async fn list(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<Vec<P
         .plugins)
 }
 
-/// A table with one plugin per line, and its bindings and errors indented below.
+/// A table with one plugin per line, and its wiring and errors indented below.
 pub fn table(plugins: &[PluginStatus]) -> String {
     use std::fmt::Write as _;
     let mut out = format!(

@@ -18,10 +18,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{plugin_info, topic_specs};
-use crate::config::{Config, SubscriptionConfig};
-use crate::dispatch::{Dispatcher, SubscriptionRuntime};
+use crate::config::{Config, PluginConfig, SubscriptionConfig};
+use crate::dispatch::{Dispatcher, SubscriptionSettings};
 use crate::http::{HttpState, Route, RouteTable};
-use crate::runtime::{LoadedPlugin, PluginInfo, Runtime, version_of};
+use crate::runtime::{LoadedPlugin, Runtime};
 
 /// What applying a config changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub struct ApplyReport {
 }
 
 struct RunningSubscription {
-    settings: SubscriptionRuntime,
+    settings: SubscriptionSettings,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -124,7 +124,7 @@ impl Deployment {
         for plugin in config.plugins.values() {
             let needs = Needs::of(&config, &plugin.name);
             match self
-                .load_version(registry.get(&plugin.name), plugin_info(plugin), needs)
+                .load_version(registry.get(&plugin.name), plugin, needs)
                 .await
             {
                 Ok(None) => {}
@@ -276,13 +276,13 @@ impl Deployment {
             return;
         };
         let registry = self.dispatcher.registry();
-        let wanted: Vec<SubscriptionRuntime> = applied
+        let wanted: Vec<SubscriptionSettings> = applied
             .config
             .iter()
             .flat_map(|c| c.subscriptions.iter())
             .filter(|s| registry.get(&s.plugin).is_some_and(|p| p.exports().message))
             .filter(|s| !applied.paused.contains(&(s.topic.clone(), s.group.clone())))
-            .map(subscription_runtime)
+            .map(subscription_settings)
             .collect();
         self.stop_subscriptions(applied, |s| !wanted.contains(s))
             .await;
@@ -320,7 +320,7 @@ impl Deployment {
     async fn stop_subscriptions(
         &self,
         applied: &mut Applied,
-        unwanted: impl Fn(&SubscriptionRuntime) -> bool,
+        unwanted: impl Fn(&SubscriptionSettings) -> bool,
     ) {
         let (stop, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut applied.subscriptions)
             .into_iter()
@@ -337,23 +337,21 @@ impl Deployment {
         }
     }
 
-    /// Loads the version of a plugin that `info` describes, unless it is the current one.
+    /// Loads the version of `plugin` that its config and file describe, unless it is the
+    /// current one.
     async fn load_version(
         &self,
         current: Option<Arc<LoadedPlugin>>,
-        info: PluginInfo,
+        plugin: &PluginConfig,
         needs: Needs,
     ) -> anyhow::Result<Option<LoadedPlugin>> {
-        let bytes = (tokio::fs::read(&info.source).await)
-            .map_err(|e| crate::runtime::unreadable(&info.source, e))?;
-        if let Some(current) = current.filter(|c| c.info.version == version_of(&bytes)) {
-            // The code is the same, but the bindings may not be: check them every time.
+        let bytes = (tokio::fs::read(&plugin.path).await)
+            .map_err(|e| crate::runtime::unreadable(&plugin.path, e))?;
+        let info = plugin_info(plugin, &bytes);
+        if let Some(current) = current.filter(|c| c.info.version == info.version) {
+            // The code is the same, but the wiring may not be: check it every time.
             needs.check(&current)?;
-            let unchanged = PluginInfo {
-                version: current.info.version.clone(),
-                ..info.clone()
-            };
-            if *current.info == unchanged {
+            if *current.info == info {
                 return Ok(None);
             }
             let reconfigured = self.runtime.reconfigure(&current, info)?;
@@ -378,7 +376,7 @@ impl Deployment {
     }
 }
 
-/// Which handlers a plugin's bindings need.
+/// Which handlers the wiring of a plugin needs.
 #[derive(Debug, Clone, Copy)]
 struct Needs {
     http: bool,
@@ -408,8 +406,8 @@ impl Needs {
 }
 
 /// The dispatcher's view of a configured subscription.
-pub fn subscription_runtime(sub: &SubscriptionConfig) -> SubscriptionRuntime {
-    SubscriptionRuntime {
+pub fn subscription_settings(sub: &SubscriptionConfig) -> SubscriptionSettings {
+    SubscriptionSettings {
         topic: sub.topic.clone(),
         plugin: sub.plugin.clone(),
         group: sub.group.clone(),

@@ -16,14 +16,16 @@ use anyhow::{Context as _, bail};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use deployment::{ApplyReport, Deployment, SubscriptionState, subscription_runtime};
+pub use deployment::{ApplyReport, Deployment, SubscriptionState, subscription_settings};
 
 use crate::bus::{Bus, EmbeddedBus, KafkaBus, KafkaSettings, TopicSpec};
 use crate::config::{BusConfig, Config, PluginConfig};
 use crate::dispatch::Dispatcher;
 use crate::http::{HttpState, RouteTable, ServerLimits};
 use crate::metrics::Metrics;
-use crate::runtime::{LoadedPlugin, PluginInfo, Registry, Runtime, RuntimeSettings};
+use crate::runtime::{
+    LoadedPlugin, PluginInfo, Registry, Runtime, RuntimeSettings, unreadable, version_of,
+};
 use crate::state::{EmbeddedStore, PendingStore, StateStore};
 use crate::telemetry::Telemetry;
 
@@ -53,7 +55,7 @@ pub struct RunningHost {
 
 impl Host {
     /// Opens the store and the bus, declares the topics, and loads every plugin. Any plugin
-    /// that fails to load or lacks a handler its bindings need is an error.
+    /// that fails to load or lacks a handler its wiring needs is an error.
     pub async fn build(config: Config) -> anyhow::Result<Host> {
         let store: Arc<dyn StateStore> = Arc::new(
             EmbeddedStore::open(&config.state.path)
@@ -303,11 +305,11 @@ fn topic_specs(config: &Config) -> Vec<TopicSpec> {
         .collect()
 }
 
-/// What the host knows of a plugin before loading its code.
-pub fn plugin_info(plugin: &PluginConfig) -> PluginInfo {
+/// What the host knows of a plugin from its config and its component's `bytes`.
+pub fn plugin_info(plugin: &PluginConfig, bytes: &[u8]) -> PluginInfo {
     PluginInfo {
         name: plugin.name.clone(),
-        version: String::new(),
+        version: version_of(bytes),
         source: plugin.path.clone(),
         publish: plugin.publish.iter().cloned().collect(),
         config: plugin.config.clone(),
@@ -328,25 +330,28 @@ pub async fn load_plugins(
 ) -> anyhow::Result<Vec<LoadedPlugin>> {
     let mut loaded = Vec::new();
     for plugin in config.plugins.values() {
-        let (runtime, info, path) = (runtime.clone(), plugin_info(plugin), plugin.path.clone());
-        let component = tokio::task::spawn_blocking(move || runtime.load_file(info, &path))
-            .await?
-            .with_context(|| {
-                format!(
-                    "{}: plugin.{}: cannot load {}",
-                    config.file.display(),
-                    plugin.name,
-                    plugin.path.display()
-                )
-            })?;
+        let (runtime, wanted) = (runtime.clone(), plugin.clone());
+        let component = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&wanted.path).map_err(|e| unreadable(&wanted.path, e))?;
+            runtime.load(plugin_info(&wanted, &bytes), &bytes)
+        })
+        .await?
+        .with_context(|| {
+            format!(
+                "{}: plugin.{}: cannot load {}",
+                config.file.display(),
+                plugin.name,
+                plugin.path.display()
+            )
+        })?;
         loaded.push(component);
     }
-    check_bindings(config, &loaded)?;
+    check_wiring(config, &loaded)?;
     Ok(loaded)
 }
 
 /// Every route's plugin must export the HTTP handler; every subscription's the message handler.
-pub fn check_bindings(config: &Config, loaded: &[LoadedPlugin]) -> anyhow::Result<()> {
+pub fn check_wiring(config: &Config, loaded: &[LoadedPlugin]) -> anyhow::Result<()> {
     let exports = |name: &str| {
         loaded
             .iter()

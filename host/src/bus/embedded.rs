@@ -488,10 +488,6 @@ impl Bus for EmbeddedBus {
         }
         lag
     }
-
-    fn describe(&self) -> String {
-        "embedded (in-process log; no broker)".to_string()
-    }
 }
 
 /// One partition of a topic as one group reads it.

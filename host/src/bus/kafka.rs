@@ -689,10 +689,6 @@ impl Bus for KafkaBus {
     fn health(&self) -> Health {
         self.reachability.health()
     }
-
-    fn describe(&self) -> String {
-        format!("kafka at {}", self.settings.bootstrap)
-    }
 }
 
 /// Assigns every partition of `topic` to `consumer`, starting `from` there. Blocking.

@@ -399,7 +399,4 @@ pub trait Bus: Send + Sync + 'static {
     fn health(&self) -> Health {
         Health::Ok
     }
-
-    /// A short description for the start-up summary, e.g. `embedded (in-process)`.
-    fn describe(&self) -> String;
 }

@@ -63,7 +63,7 @@ mod tests {
     }
 
     #[test]
-    fn drop_ins_add_plugins_and_bindings() {
+    fn drop_ins_add_plugins_and_wiring() {
         let dir = tempfile::tempdir().unwrap();
         let plugins = dir.path().join("plugins");
         std::fs::create_dir(&plugins).unwrap();

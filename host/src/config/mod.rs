@@ -34,7 +34,6 @@
 //! # Ok::<(), eventhost::config::ConfigError>(())
 //! ```
 
-mod bindings;
 mod cors;
 mod drop_in;
 mod error;
@@ -44,6 +43,7 @@ mod raw;
 mod source;
 mod toml_error;
 mod validate;
+mod wiring;
 
 use std::path::Path;
 

@@ -1,5 +1,5 @@
 //! Raw TOML structs → validated [`Config`]: defaults, ranges, path resolution, and (in
-//! [`bindings`]) names and cross-references.
+//! [`wiring`]) names and cross-references.
 //!
 //! Checks run section by section in the order of [`Config`]'s fields and stop at the first
 //! error, which points at the offending value in the file that declared it.
@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
-use super::bindings;
 use super::error::ConfigError;
 use super::model::{
     BusConfig, Config, KafkaConfig, RuntimeConfig, ServerConfig, StateConfig, TelemetryConfig,
 };
 use super::raw::{RawBus, RawConfig, RawRuntime, RawServer, RawTelemetry, Scalar};
 use super::source::{Source, base_dir, quote_key};
+use super::wiring;
 
 /// Validates `raw` (the main file, with any drop-in tables already merged into it) as the
 /// configuration loaded from `file`.
@@ -38,10 +38,10 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigErro
     };
     let runtime = runtime(&raw.runtime, main, dir)?;
     let telemetry = telemetry(&raw.telemetry, main)?;
-    let mut topics = bindings::topics(&raw.topic)?;
-    let plugins = bindings::plugins(&raw.plugin, &runtime, &topics)?;
-    let subscriptions = bindings::subscriptions(&raw.subscription, &plugins, &mut topics)?;
-    let routes = bindings::routes(&raw.route, &plugins)?;
+    let mut topics = wiring::topics(&raw.topic)?;
+    let plugins = wiring::plugins(&raw.plugin, &runtime, &topics)?;
+    let subscriptions = wiring::subscriptions(&raw.subscription, &plugins, &mut topics)?;
+    let routes = wiring::routes(&raw.route, &plugins)?;
     Ok(Config {
         file: file.to_owned(),
         server,

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::runtime::{
-    Delivery, HttpRequest, LoadedPlugin, Message, PluginInfo, Runtime, RuntimeSettings,
+    Delivery, HttpRequest, LoadedPlugin, Message, PluginInfo, Runtime, RuntimeSettings, unreadable,
+    version_of,
 };
 use case::Case;
 use check::Observed;
@@ -58,9 +59,12 @@ pub async fn run(
     let name = plugin
         .file_stem()
         .map_or("plugin".into(), |s| s.to_string_lossy().into_owned());
+    let start = Instant::now();
+    let bytes = std::fs::read(plugin).map_err(|e| unreadable(plugin, e));
+    let bytes = bytes.with_context(|| format!("cannot load {}", plugin.display()))?;
     let info = PluginInfo {
         name,
-        version: String::new(),
+        version: version_of(&bytes),
         source: plugin.to_path_buf(),
         publish: Default::default(),
         config: Default::default(),
@@ -71,9 +75,8 @@ pub async fn run(
         cloudevents: None,
         reuse: None,
     };
-    let start = Instant::now();
     let loaded = runtime
-        .load_file(info, plugin)
+        .load(info, &bytes)
         .with_context(|| format!("cannot load {}", plugin.display()))?;
     writeln!(
         out,

@@ -21,7 +21,7 @@ use crate::telemetry::{InputSource, InputSpan};
 
 /// What the dispatcher needs to know about one subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscriptionRuntime {
+pub struct SubscriptionSettings {
     /// The consumed topic.
     pub topic: String,
     /// The plugin that handles it.
@@ -42,7 +42,7 @@ pub struct SubscriptionRuntime {
     pub max_pending: u32,
 }
 
-impl SubscriptionRuntime {
+impl SubscriptionSettings {
     /// How the subscription is named in health reports, e.g. `orders → payment (payment)`.
     pub fn name(&self) -> String {
         format!("{} → {} ({})", self.topic, self.plugin, self.group)
@@ -60,7 +60,7 @@ const MAX_REMEMBERED_REFUSALS: usize = 1024;
 
 /// A running subscription, as its records see it.
 struct Subscribed {
-    settings: SubscriptionRuntime,
+    settings: SubscriptionSettings,
     /// Commits that failed in a row for want of the bus or the store: the next wait doubles.
     outages: AtomicU32,
     /// Records whose messages the bus refused once (partition, offset), to be sure on rerun.
@@ -72,7 +72,7 @@ impl Dispatcher {
     /// The bus-facing handler of a subscription.
     pub fn record_handler(
         self: &Arc<Self>,
-        settings: SubscriptionRuntime,
+        settings: SubscriptionSettings,
         shutdown: CancellationToken,
     ) -> RecordHandler {
         let (concurrency, max_pending) = (settings.concurrency, settings.max_pending);
@@ -320,7 +320,7 @@ impl Dispatcher {
     /// offset, once.
     async fn dead_letter_to_outbox(
         &self,
-        sub: &SubscriptionRuntime,
+        sub: &SubscriptionSettings,
         record: &Record,
         message: &OutMessage,
     ) -> Result<(), BusError> {
@@ -420,7 +420,7 @@ fn reference_only(message: OutMessage, reasons: Vec<(String, Vec<u8>)>) -> OutMe
 
 /// The headers that say why a record was dead-lettered.
 pub fn dead_letter_headers(
-    sub: &SubscriptionRuntime,
+    sub: &SubscriptionSettings,
     record: &Record,
     error: &InputError,
     attempts: u32,
@@ -463,7 +463,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let sub = SubscriptionRuntime {
+        let sub = SubscriptionSettings {
             topic: "t".into(),
             plugin: "p".into(),
             group: "g".into(),

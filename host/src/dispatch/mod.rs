@@ -25,7 +25,7 @@ use admission::{Admission, Kind, Refusal};
 pub use admission::{Overloaded, RETRY_AFTER};
 use commit::{CommitError, Committing};
 pub use commit::{ID_HEADER, PLUGIN_HEADER, VERSION_HEADER};
-pub use messages::{DLQ_OMITTED_HEADER, SubscriptionRuntime, dead_letter_headers};
+pub use messages::{DLQ_OMITTED_HEADER, SubscriptionSettings, dead_letter_headers};
 pub use trace::{Span, TRACEPARENT};
 
 use crate::bus::{Bus, BusError};
@@ -445,7 +445,7 @@ impl Dispatcher {
 
     /// Marks `sub` as making no progress (`why`), or as fine again (`None`); a stopped
     /// subscription is fine: it makes no progress on purpose.
-    pub(crate) fn set_stalled(&self, sub: &SubscriptionRuntime, why: Option<String>) {
+    pub(crate) fn set_stalled(&self, sub: &SubscriptionSettings, why: Option<String>) {
         let mut stalled = self.stalled.lock().unwrap_or_else(|e| e.into_inner());
         if why.is_none() && stalled.is_empty() {
             return;

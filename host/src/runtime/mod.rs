@@ -197,9 +197,9 @@ impl Runtime {
         })
     }
 
-    /// Compiles and checks a component from `bytes`. Blocking and CPU-heavy: call it off the
-    /// async runtime.
-    pub fn load(&self, mut info: PluginInfo, bytes: &[u8]) -> anyhow::Result<LoadedPlugin> {
+    /// Compiles and checks a component from `bytes`, whose version `info` gives
+    /// ([`version_of`]). Blocking and CPU-heavy: call it off the async runtime.
+    pub fn load(&self, info: PluginInfo, bytes: &[u8]) -> anyhow::Result<LoadedPlugin> {
         if info.memory_bytes > self.settings.max_memory_bytes {
             bail!(
                 "memory limit {} MiB is above the runtime's maximum of {} MiB",
@@ -207,13 +207,18 @@ impl Runtime {
                 self.settings.max_memory_bytes >> 20
             );
         }
-        if wasmparser_is_core_module(bytes) {
+        if is_core_module(bytes) {
             bail!(
                 "{} is a core wasm module, not a component (build for wasm32-wasip2)",
                 info.source.display()
             );
         }
-        info.version = version_of(bytes);
+        debug_assert_eq!(
+            info.version,
+            version_of(bytes),
+            "the version of {}",
+            info.name
+        );
         let (component, compiled) = self.compile(&info, bytes)?;
         let pre = self
             .linker
@@ -267,7 +272,7 @@ impl Runtime {
     pub fn reconfigure(
         &self,
         plugin: &LoadedPlugin,
-        mut info: PluginInfo,
+        info: PluginInfo,
     ) -> anyhow::Result<LoadedPlugin> {
         if info.memory_bytes > self.settings.max_memory_bytes {
             bail!(
@@ -276,7 +281,7 @@ impl Runtime {
                 self.settings.max_memory_bytes >> 20
             );
         }
-        info.version = plugin.info.version.clone();
+        debug_assert_eq!(info.version, plugin.info.version, "the same code");
         Ok(LoadedPlugin {
             info: Arc::new(info),
             loaded_at: std::time::SystemTime::now(),
@@ -286,12 +291,6 @@ impl Runtime {
             http: plugin.http.clone(),
             warm: WarmPool::new(self.warm.clone()),
         })
-    }
-
-    /// Reads and loads the component at `path`.
-    pub fn load_file(&self, info: PluginInfo, path: &Path) -> anyhow::Result<LoadedPlugin> {
-        let bytes = std::fs::read(path).map_err(|e| unreadable(path, e))?;
-        self.load(info, &bytes)
     }
 
     /// Checks that a fresh instance of `plugin` can be created (used before swapping it in).
@@ -536,7 +535,7 @@ fn forward_output(plugin: &str, input: &str, stream: &str, output: &output::Capt
 }
 
 /// A core module starts with the same magic as a component but has version 1 and layer 0.
-fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
 }
 

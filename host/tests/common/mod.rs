@@ -1,17 +1,53 @@
-//! Shared helpers for integration tests: real compiled plugins, a host on a free port, and
-//! waiting for conditions with a deadline instead of sleeping.
+//! Shared helpers of the integration tests (`tests/it`) and the binaries that own their
+//! process or broker (`tests/kafka_crash.rs`, `tests/soak.rs`): real compiled plugins, unique
+//! names, the broker's address, a host in the test process ([`TestHost`]) or as the real
+//! binary ([`HostProcess`]), and waiting for conditions with a deadline instead of sleeping
+//! ([`eventually`]).
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::future::Future;
+mod host;
+mod process;
+mod wait;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use eventhost::app::{Host, RunningHost};
 use eventhost::bus::{Bus, Handled, Record, RecordHandler};
-use eventhost::config::Config;
 use tokio_util::sync::CancellationToken;
+
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use host::{TestHost, coolstore_static_dir, share_process, test_config, test_config_with};
+pub use process::HostProcess;
+pub use wait::eventually;
+
+/// The Kafka broker of the tests: `EVENTHOST_KAFKA_BOOTSTRAP`, default `127.0.0.1:9092`
+/// (`make test` starts one there).
+pub fn kafka_bootstrap() -> String {
+    std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// The `[bus]` section of a config on the tests' Kafka broker.
+pub fn kafka_bus() -> String {
+    format!(
+        "[bus]\nkind = \"kafka\"\nbootstrap = \"{}\"\n",
+        kafka_bootstrap()
+    )
+}
+
+/// `name` with a suffix no other test, run or process uses: Kafka topics and consumer groups
+/// outlive a test run, and every test of `tests/it` shares one process.
+pub fn unique(name: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{name}-{:x}-{nanos:x}-{n}", std::process::id())
+}
 
 /// The folder `plugins/build.sh` writes components to.
 pub fn plugins_dir() -> PathBuf {
@@ -34,111 +70,6 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
     path
 }
 
-/// A host started from a config snippet, with its own state folder and a free port.
-pub struct TestHost {
-    pub running: Option<RunningHost>,
-    pub url: String,
-    pub client: reqwest::Client,
-    pub dir: tempfile::TempDir,
-}
-
-impl TestHost {
-    /// Starts a host from `toml`. `[server]`, `[state]` and `[runtime] plugins_dir` are added.
-    pub async fn start(toml: &str) -> TestHost {
-        Self::start_with(toml, "", "").await
-    }
-
-    /// Like [`TestHost::start`], with lines added to `[server]` (keys, then sub-tables such
-    /// as `[server.cors]`) and to `[runtime]`.
-    pub async fn start_with(toml: &str, server: &str, runtime: &str) -> TestHost {
-        let dir = tempfile::tempdir().unwrap();
-        let config = test_config_with(dir.path(), server, runtime, toml);
-        Self::start_config(dir, config).await
-    }
-
-    /// Like [`TestHost::start`] but reusing `dir` (and so its state) from an earlier host.
-    pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> TestHost {
-        let config = test_config(dir.path(), toml);
-        Self::start_config(dir, config).await
-    }
-
-    async fn start_config(dir: tempfile::TempDir, config: Config) -> TestHost {
-        let host = Host::build(config).await.expect("host builds");
-        let running = host.start().await.expect("host starts");
-        let url = format!("http://{}", running.addr);
-        TestHost {
-            running: Some(running),
-            url,
-            client: reqwest::Client::new(),
-            dir,
-        }
-    }
-
-    pub fn host(&self) -> &RunningHost {
-        self.running.as_ref().expect("host is running")
-    }
-
-    pub fn bus(&self) -> Arc<dyn Bus> {
-        self.host().dispatcher().bus().clone()
-    }
-
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        self.client
-            .post(format!("{}{path}", self.url))
-            .body(body)
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    /// Stops the host and hands back its folder.
-    pub async fn stop(mut self) -> tempfile::TempDir {
-        self.running
-            .take()
-            .expect("running")
-            .stop()
-            .await
-            .expect("clean stop");
-        self.dir
-    }
-}
-
-/// Writes `toml` plus test defaults into `dir` and loads it.
-pub fn test_config(dir: &Path, toml: &str) -> Config {
-    test_config_with(dir, "", "", toml)
-}
-
-/// Like [`test_config`], with lines of keys added to `[server]` and `[runtime]`.
-pub fn test_config_with(dir: &Path, server: &str, runtime: &str, toml: &str) -> Config {
-    let grace = if server.contains("shutdown_grace_ms") {
-        ""
-    } else {
-        "shutdown_grace_ms = 20000\n"
-    };
-    let full = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{grace}{server}\n[state]\npath = \"{state}\"\n\n[runtime]\nplugins_dir = \"{plugins}\"\n{runtime}\n{toml}",
-        state = dir.join("state.redb").display(),
-        plugins = plugins_dir().display(),
-    );
-    let file = dir.join("eventhost.toml");
-    std::fs::write(&file, full).unwrap();
-    Config::load(&file).unwrap_or_else(|e| panic!("test config is invalid: {e}"))
-}
-
-/// `static_dir = "<the coolstore's web page>"`, for [`test_config_with`].
-pub fn coolstore_static_dir() -> String {
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/coolstore/web");
-    format!("static_dir = {:?}\n", web.display().to_string())
-}
-
 /// The topics, plugins, subscriptions and routes of an example config such as
 /// `examples/coolstore/eventhost.toml`, without the tables a test sets itself (`[server]`,
 /// `[state]`, `[runtime]`).
@@ -148,25 +79,6 @@ pub fn shop_wiring(text: &str) -> toml::Table {
         table.remove(managed);
     }
     table
-}
-
-/// Polls `check` until it returns `Some`, failing the test after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Collects every record of `topic` into a shared list, as consumer group `group`.
@@ -189,6 +101,26 @@ pub fn collect(
     )
     .expect("subscribed");
     (seen, stop)
+}
+
+/// The value of `record`, which must be JSON.
+pub fn value_json(record: &Record) -> serde_json::Value {
+    serde_json::from_slice(&record.value).unwrap_or_else(|_| {
+        panic!(
+            "record is not JSON: {}",
+            String::from_utf8_lossy(&record.value)
+        )
+    })
+}
+
+/// The status and JSON body of `response`.
+pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")),
+    )
 }
 
 /// The value of header `name`, as text.

@@ -2,9 +2,7 @@
 //! `instance = "reuse"` one instance serving several requests (state left in guest memory is
 //! visible to the next), replaced after `reuse_inputs` or at once after a trap.
 
-mod common;
-
-use common::TestHost;
+use crate::common::{self, TestHost};
 
 fn config() -> String {
     let testkit = common::plugin_wasm("testkit");

@@ -1,12 +1,9 @@
 //! Misbehaving plugins fail only their own input: the host stays up, answers other inputs,
 //! and keeps each plugin inside its sandbox.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::TestHost;
-use serde_json::Value;
+use crate::common::{TestHost, json};
 
 const CONFIG: &str = r#"
 [[topic]]
@@ -35,15 +32,6 @@ method = "GET"
 path = "/hello/{name}"
 plugin = "hello"
 "#;
-
-async fn json(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")),
-    )
-}
 
 async fn assert_still_serving(host: &TestHost) {
     let (status, body) = json(host.get("/t/ok").await).await;
@@ -112,7 +100,7 @@ async fn a_memory_bomb_hits_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sending_to_a_forbidden_topic_is_refused_and_publishes_nothing() {
     let host = TestHost::start(CONFIG).await;
-    let (seen, _stop) = common::collect(&host.bus(), "allowed", "observer");
+    let (seen, _stop) = crate::common::collect(&host.bus(), "allowed", "observer");
 
     let (status, body) = json(host.get("/t/forbidden").await).await;
     assert_eq!(status, 200);
@@ -135,7 +123,7 @@ async fn sending_to_a_forbidden_topic_is_refused_and_publishes_nothing() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    common::eventually(Duration::from_secs(5), "the allowed message", || async {
+    crate::common::eventually(Duration::from_secs(5), "the allowed message", || async {
         (!seen.lock().unwrap().is_empty()).then_some(())
     })
     .await;

@@ -1,11 +1,11 @@
 //! The `eventhost` binary as a user runs it: `check` exit codes, the start-up summary, one log
 //! line per failed input, and a clean exit on SIGTERM.
 
-mod common;
-
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
+
+use crate::common::HostProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_eventhost");
 
@@ -15,7 +15,7 @@ fn write_config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&plugins).unwrap();
     for name in ["hello", "testkit"] {
         std::fs::copy(
-            common::plugin_wasm(name),
+            crate::common::plugin_wasm(name),
             plugins.join(format!("{name}.wasm")),
         )
         .unwrap();
@@ -133,67 +133,18 @@ fn a_missing_plugin_file_says_how_components_get_there() {
     }
 }
 
-/// Starts `eventhost run FILE ARGS...` with logs at info; returns it, its stdout after the
-/// first line, and the URL that line announced.
-fn start_run(
-    file: &std::path::Path,
-    args: &[&str],
-) -> (
-    std::process::Child,
-    BufReader<std::process::ChildStdout>,
-    String,
-) {
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .arg(file)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("eventhost listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_string();
-    (child, stdout, url)
-}
-
-/// Sends SIGTERM, checks the clean exit and returns what the host wrote to stderr.
-async fn stop_run(mut child: std::process::Child) -> String {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || {
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        (child.wait().unwrap(), stderr)
-    });
-    let (exit, stderr) = tokio::time::timeout(Duration::from_secs(30), exit)
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
-    assert_eq!(exit.code(), Some(0), "{stderr}");
-    stderr
+/// Starts `eventhost run FILE ARGS...` with logs at info, written beside `file`.
+async fn start_run(file: &Path, args: &[&str]) -> HostProcess {
+    let log = file.with_extension("log");
+    HostProcess::start(file, args, "info", &log).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_logs_one_json_object_per_line_with_the_input_and_its_trace() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(dir.path(), HELLO_AND_TESTKIT);
-    let (child, _stdout, url) = start_run(&file, &["--log-format", "json"]);
+    let host = start_run(&file, &["--log-format", "json"]).await;
+    let url = &host.url;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let client = reqwest::Client::new();
     let logged = client
@@ -203,7 +154,7 @@ async fn run_logs_one_json_object_per_line_with_the_input_and_its_trace() {
         .await
         .unwrap();
     assert_eq!(logged.status(), 200);
-    let stderr = stop_run(child).await;
+    let stderr = host.stop().await;
     let lines: Vec<serde_json::Value> = stderr
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -231,7 +182,8 @@ async fn tail_shows_a_produced_message() {
     );
     let more = "[[topic]]\nname = \"events\"\npartitions = 2\n\n[[route]]\nmethod = \"POST\"\npath = \"/t/{op}\"\nplugin = \"testkit\"\n";
     std::fs::write(&file, format!("{text}\n{more}")).unwrap();
-    let (child, _stdout, url) = start_run(&file, &[]);
+    let host = start_run(&file, &[]).await;
+    let url = host.url.clone();
     let client = reqwest::Client::new();
     let published = client
         .post(format!("{url}/t/publish?topic=events&key=k-1"))
@@ -282,18 +234,16 @@ async fn tail_shows_a_produced_message() {
     ] {
         assert!(printed.contains(part), "{part} missing from:\n{printed}");
     }
-    stop_run(child).await;
+    host.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_prints_a_summary_logs_failures_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(dir.path(), HELLO_AND_TESTKIT);
-    let (child, mut stdout, url) = start_run(&file, &[]);
-    let mut summary = String::new();
-    for _ in 0..8 {
-        stdout.read_line(&mut summary).unwrap();
-    }
+    let mut host = start_run(&file, &[]).await;
+    let url = host.url.clone();
+    let summary = host.stdout_lines(8).await.concat();
     assert!(
         summary.contains("hello")
             && summary.contains("testkit")
@@ -311,7 +261,7 @@ async fn run_prints_a_summary_logs_failures_and_exits_cleanly_on_sigterm() {
     let trapped = client.get(format!("{url}/t/trap")).send().await.unwrap();
     assert_eq!(trapped.status(), 500);
 
-    let stderr = stop_run(child).await;
+    let stderr = host.stop().await;
     let failure_line = stderr
         .lines()
         .find(|l| l.contains("input failed"))
@@ -331,30 +281,25 @@ async fn run_says_which_plugins_came_from_the_compiled_code_cache() {
     let cache = dir.path().join("compiled");
     let body = format!("cache_dir = \"{}\"\n{HELLO_AND_TESTKIT}", cache.display());
     let file = write_config(dir.path(), &body);
-    let plugin_lines = |stdout: &mut BufReader<std::process::ChildStdout>| {
-        let mut lines = Vec::new();
-        for _ in 0..8 {
-            let mut line = String::new();
-            stdout.read_line(&mut line).unwrap();
-            if line.contains("hello.wasm") || line.contains("testkit.wasm") {
-                lines.push(line);
-            }
-        }
-        lines
+    let plugin_lines = |summary: Vec<String>| -> Vec<String> {
+        summary
+            .into_iter()
+            .filter(|line| line.contains("hello.wasm") || line.contains("testkit.wasm"))
+            .collect()
     };
 
-    let (child, mut stdout, _) = start_run(&file, &[]);
-    let first = plugin_lines(&mut stdout);
-    let stderr = stop_run(child).await;
+    let mut host = start_run(&file, &[]).await;
+    let first = plugin_lines(host.stdout_lines(8).await);
+    let stderr = host.stop().await;
     assert_eq!(first.len(), 2, "{first:?}");
     for line in &first {
         assert!(line.contains(", compiled in "), "{line}");
     }
     assert!(stderr.contains("component compiled in"), "{stderr}");
 
-    let (child, mut stdout, _) = start_run(&file, &[]);
-    let second = plugin_lines(&mut stdout);
-    stop_run(child).await;
+    let mut host = start_run(&file, &[]).await;
+    let second = plugin_lines(host.stdout_lines(8).await);
+    host.stop().await;
     assert_eq!(second.len(), 2, "{second:?}");
     for line in &second {
         assert!(
@@ -378,22 +323,8 @@ async fn plugins_lists_the_running_host_from_its_own_admin_address() {
         1,
     );
     std::fs::write(&file, text).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("eventhost listening on ")
-        .unwrap()
-        .to_string();
+    let host = start_run(&file, &[]).await;
+    let url = host.url.clone();
     let hello = reqwest::get(format!("{url}/hello/ada")).await.unwrap();
     assert_eq!(hello.status(), 200);
     assert_eq!(
@@ -411,18 +342,15 @@ async fn plugins_lists_the_running_host_from_its_own_admin_address() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    host.stop().await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let version =
-        eventhost::runtime::version_of(&std::fs::read(common::plugin_wasm("hello")).unwrap());
+    let version = eventhost::runtime::version_of(
+        &std::fs::read(crate::common::plugin_wasm("hello")).unwrap(),
+    );
     let hello_line = table
         .lines()
         .find(|l| l.starts_with("hello"))

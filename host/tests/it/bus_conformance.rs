@@ -1,13 +1,11 @@
 //! One suite of Bus behaviour, run against the embedded bus and a real Kafka broker
 //! (`EVENTHOST_KAFKA_BOOTSTRAP`, default 127.0.0.1:9092; `make test` starts one).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::eventually;
+use crate::common::{eventually, kafka_bootstrap, unique};
 use eventhost::bus::{
     Bus, EmbeddedBus, Handled, KafkaBus, KafkaSettings, Limit, Record, RecordHandler, Retention,
     TailFrom, TopicSpec,
@@ -15,15 +13,6 @@ use eventhost::bus::{
 use eventhost::runtime::OutMessage;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
-
-/// A topic name no other test or earlier run uses.
-fn unique_topic(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
 
 fn message(topic: &str, key: &str, value: &str) -> OutMessage {
     OutMessage {
@@ -35,7 +24,7 @@ fn message(topic: &str, key: &str, value: &str) -> OutMessage {
 }
 
 async fn with_topic(bus: &Arc<dyn Bus>, name: &str, partitions: u32) -> String {
-    let topic = unique_topic(name);
+    let topic = unique(name);
     bus.ensure_topics(vec![TopicSpec::new(topic.clone(), partitions)])
         .await
         .expect("topic created");
@@ -323,8 +312,7 @@ async fn kafka_rebalance_hands_partitions_over_without_loss() {
     stop_first.cancel();
     first_task.await.unwrap();
 
-    let bootstrap =
-        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let bootstrap = kafka_bootstrap();
     let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("group.id", "g-rebalance")
@@ -365,8 +353,8 @@ async fn kafka_topics_are_created_with_the_configured_retention() {
     use rdkafka::client::DefaultClientContext;
 
     let bus = kafka();
-    let configured = unique_topic("retention-set");
-    let defaults = unique_topic("retention-default");
+    let configured = unique("retention-set");
+    let defaults = unique("retention-default");
     let retention = Retention {
         bytes: Limit::At(1 << 20),
         age: Limit::Unlimited,
@@ -381,8 +369,7 @@ async fn kafka_topics_are_created_with_the_configured_retention() {
     .await
     .expect("topics created");
 
-    let bootstrap =
-        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let bootstrap = kafka_bootstrap();
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()
@@ -416,8 +403,7 @@ async fn kafka_topics_are_created_with_the_configured_retention() {
 }
 
 fn kafka() -> Arc<dyn Bus> {
-    let bootstrap =
-        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let bootstrap = kafka_bootstrap();
     let options = [
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "500"),

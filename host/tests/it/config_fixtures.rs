@@ -4,9 +4,9 @@
 //! `<case>.err`, where the fixture's own path is written `{file}`; each
 //! `tests/config/valid/*.toml` must load.
 //!
-//! Run with: `cargo test -p eventhost --test config_fixtures`.
+//! Run with: `cargo test -p eventhost --test it config_fixtures`.
 //! After an intended message change, rewrite the `.err` files with
-//! `EVENTHOST_BLESS=1 cargo test -p eventhost --test config_fixtures` and review the diff.
+//! `EVENTHOST_BLESS=1 cargo test -p eventhost --test it config_fixtures` and review the diff.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -2,8 +2,6 @@
 //! cases (plugins/cases/payment.toml) must pass against the payment plugin in each of its five
 //! languages; the kit must fail, with a readable difference, when a plugin does something else.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -51,7 +49,7 @@ fn the_payment_cases_pass_in_every_language() {
     let total = case_count(&cases);
     assert!(total >= 30, "only {total} payment cases");
     for plugin in PAYMENT_PLUGINS {
-        let out = kit(&common::plugin_wasm(plugin), &cases);
+        let out = kit(&crate::common::plugin_wasm(plugin), &cases);
         let text = report(&out);
         assert_eq!(out.status.code(), Some(0), "{plugin}:\n{text}");
         assert!(
@@ -65,7 +63,7 @@ fn the_payment_cases_pass_in_every_language() {
 #[test]
 fn state_writes_and_every_failure_kind_are_checked() {
     let cases = repo_file("host/tests/contract/testkit.toml");
-    let out = kit(&common::plugin_wasm("testkit"), &cases);
+    let out = kit(&crate::common::plugin_wasm("testkit"), &cases);
     let text = report(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     let total = case_count(&cases);
@@ -102,7 +100,7 @@ expect = { outcome = "ok" }
 "#,
     )
     .expect("case file");
-    let out = kit(&common::plugin_wasm("payment"), &cases);
+    let out = kit(&crate::common::plugin_wasm("payment"), &cases);
     let text = report(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     for line in [
@@ -135,7 +133,7 @@ fn a_malformed_case_file_is_a_usage_error() {
         "[[case]]\nname = \"typo\"\nmessage = { value = \"x\" }\nexpect = { outcome = \"ok\", ouptut = [] }\n",
     )
     .expect("case file");
-    let out = kit(&common::plugin_wasm("payment"), &cases);
+    let out = kit(&crate::common::plugin_wasm("payment"), &cases);
     let text = report(&out);
     assert_eq!(out.status.code(), Some(64), "{text}");
     assert!(text.contains("typo.toml: typo"), "{text}");

@@ -3,13 +3,11 @@
 //! purpose and checks that the host stays up, a healthy plugin keeps answering, the caller
 //! gets a clear error, and nothing of the failed input is applied.
 
-mod common;
-
 use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{TestHost, eventually};
+use crate::common::{TestHost, eventually, json};
 use serde_json::Value;
 
 /// The instance pool is small here (`max_concurrency = 16`, see [`start`]).
@@ -50,15 +48,6 @@ const RUNTIME: &str = "max_concurrency = 16\n";
 
 async fn start(toml: &str) -> TestHost {
     TestHost::start_with(toml, "", RUNTIME).await
-}
-
-async fn json(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")),
-    )
 }
 
 /// `hello` answers, and quickly: a healthy plugin is not held up by a misbehaving one.
@@ -200,7 +189,7 @@ async fn shutdown_does_not_wait_past_its_grace_for_a_waiting_guest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budgets_fail_the_input_by_name_and_apply_nothing() {
     let host = start(CONFIG).await;
-    let (seen, _stop) = common::collect(&host.bus(), "allowed", "observer");
+    let (seen, _stop) = crate::common::collect(&host.bus(), "allowed", "observer");
     let floods = [
         (
             "send&topic=allowed&count=100&size=65536",
@@ -238,7 +227,9 @@ async fn budgets_fail_the_input_by_name_and_apply_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_floods_keep_host_memory_bounded() {
-    let host = start(&CONFIG.replace("concurrency = 4", "concurrency = 8")).await;
+    // The test process's memory is measured: no other test's host may run meanwhile.
+    let config = CONFIG.replace("concurrency = 4", "concurrency = 8");
+    let host = TestHost::start_alone(&config, "", RUNTIME).await;
     let (_, _) = json(host.get("/t/ok").await).await;
     let before = rss_bytes();
     for _ in 0..3 {
@@ -477,7 +468,7 @@ async fn admin_routes_answer_loopback_or_a_token_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binding_an_http_only_plugin_to_a_topic_is_refused_and_dead_letters_nothing() {
     let host = start(CONFIG).await;
-    let config = common::test_config_with(
+    let config = crate::common::test_config_with(
         host.dir.path(),
         "",
         RUNTIME,
@@ -487,7 +478,7 @@ async fn binding_an_http_only_plugin_to_a_topic_is_refused_and_dead_letters_noth
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert!(report.failed[0].1.contains("message-handler"), "{report:?}");
     // The dead-letter topic was declared by the new config; watch it.
-    let (dead, _stop) = common::collect(&host.bus(), "allowed.dlq", "observer");
+    let (dead, _stop) = crate::common::collect(&host.bus(), "allowed.dlq", "observer");
     host.bus()
         .publish(vec![eventhost::runtime::OutMessage {
             topic: "allowed".into(),
@@ -513,11 +504,11 @@ async fn removing_a_plugin_leaves_its_unfinished_records_for_later() {
          [plugin.worker]\npath = \"{testkit}\"\npublish = [\"allowed\"]\n\
          config = {{ forward_to = \"allowed\" }}\nlimits = {{ timeout_ms = 5000 }}\n\
          [[subscription]]\ntopic = \"work\"\nplugin = \"worker\"\n",
-        testkit = common::plugin_wasm("testkit").display()
+        testkit = crate::common::plugin_wasm("testkit").display()
     );
     let host = start(&subscribed).await;
-    let (forwarded, _s1) = common::collect(&host.bus(), "allowed", "observer");
-    let (dead, _s2) = common::collect(&host.bus(), "work.dlq", "observer");
+    let (forwarded, _s1) = crate::common::collect(&host.bus(), "allowed", "observer");
+    let (dead, _s2) = crate::common::collect(&host.bus(), "work.dlq", "observer");
     let send = |value: &str| eventhost::runtime::OutMessage {
         topic: "work".into(),
         key: None,
@@ -533,7 +524,7 @@ async fn removing_a_plugin_leaves_its_unfinished_records_for_later() {
     let report = host
         .host()
         .deployment()
-        .apply(common::test_config_with(
+        .apply(crate::common::test_config_with(
             host.dir.path(),
             "",
             RUNTIME,
@@ -549,7 +540,7 @@ async fn removing_a_plugin_leaves_its_unfinished_records_for_later() {
     // Put it back: whatever it had not finished is delivered again, nothing is lost.
     host.host()
         .deployment()
-        .apply(common::test_config_with(
+        .apply(crate::common::test_config_with(
             host.dir.path(),
             "",
             RUNTIME,
@@ -591,7 +582,7 @@ fn client_input_never_causes_a_server_error() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     // The testkit echoes under /echo; its ops are single words, which the "x" prefix avoids.
-    let config = common::test_config_with(
+    let config = crate::common::test_config_with(
         dir.path(),
         "",
         RUNTIME,

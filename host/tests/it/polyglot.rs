@@ -5,17 +5,15 @@
 //! status, remarks and payment id, and the same dead letters for input that is not an order.
 //! Generated orders then go through the payment plugin of all five languages (Rust,
 //! JavaScript, Python, Go and C), which must publish the very same bytes. The hand-written
-//! cases of every language are in plugins/cases/payment.toml (tests/contract.rs runs them).
-
-mod common;
+//! cases of every language are in plugins/cases/payment.toml (tests/it/contract.rs runs them).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestHost, collect, eventually, header, plugin_wasm};
+use crate::common::{TestHost, collect, eventually, header, plugin_wasm, value_json};
 use eventhost::bus::Record;
 use eventhost::runtime::{
-    Delivery, Failure, Message, OutMessage, PluginInfo, Runtime, RuntimeSettings,
+    Delivery, Failure, Message, OutMessage, PluginInfo, Runtime, RuntimeSettings, version_of,
 };
 use eventhost::state::EmbeddedStore;
 use serde_json::{Value, json};
@@ -194,26 +192,6 @@ fn keyed(seen: &Seen, key: &str) -> Vec<Record> {
         .collect()
 }
 
-fn value_json(record: &Record) -> Value {
-    serde_json::from_slice(&record.value).unwrap_or_else(|_| {
-        panic!(
-            "record is not JSON: {}",
-            String::from_utf8_lossy(&record.value)
-        )
-    })
-}
-
-fn version(host: &TestHost, plugin: &str) -> String {
-    host.host()
-        .dispatcher()
-        .registry()
-        .get(plugin)
-        .unwrap_or_else(|| panic!("plugin {plugin} is loaded"))
-        .info
-        .version
-        .clone()
-}
-
 async fn publish(host: &TestHost, key: &str, value: Vec<u8>) {
     let message = OutMessage {
         topic: "orders".into(),
@@ -237,7 +215,7 @@ async fn result_of(seen: &Seen, topic: &str, key: &str) -> Record {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_and_rust_payment_plugins_decide_every_order_the_same() {
-    common::init_logs();
+    crate::common::init_logs();
     let started = Instant::now();
     let host = TestHost::start(&config()).await;
     println!(
@@ -247,8 +225,8 @@ async fn javascript_and_rust_payment_plugins_decide_every_order_the_same() {
     let (rust, _stop_rust) = collect(&host.bus(), RUST_RESULTS, "observer");
     let (js, _stop_js) = collect(&host.bus(), JS_RESULTS, "observer");
     let (dead, _stop_dead) = collect(&host.bus(), DEAD_LETTERS, "observer");
-    let rust_version = version(&host, "payment");
-    let js_version = version(&host, "payment-js");
+    let rust_version = host.version("payment");
+    let js_version = host.version("payment-js");
     assert_ne!(rust_version, js_version);
 
     let orders = orders();
@@ -669,12 +647,13 @@ fn outcome(
 }
 
 /// Loads the payment plugin of every language into one runtime, reports what each costs
-/// (component size, load time, time per order on a fresh instance; `cargo test --test polyglot
-/// -- --nocapture` shows it), then runs 1000 generated orders through each, under four
+/// (component size, load time, time per order on a fresh instance; `cargo test --test it
+/// polyglot -- --nocapture` shows it), then runs 1000 generated orders through each, under four
 /// configurations, and requires the very same published bytes as the Rust plugin's (but the
 /// `rules` label) or the same failure for each.
 #[tokio::test(flavor = "current_thread")]
 async fn every_language_gives_the_same_results_for_generated_orders() {
+    let _process = crate::common::share_process().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).expect("store"));
     let settings = RuntimeSettings {
@@ -701,9 +680,11 @@ async fn every_language_gives_the_same_results_for_generated_orders() {
     let mut plugins = Vec::new();
     for language in LANGUAGES {
         let name = language.0;
+        let start = Instant::now();
+        let bytes = std::fs::read(plugin_wasm(name)).expect("component");
         let info = PluginInfo {
             name: name.into(),
-            version: String::new(),
+            version: version_of(&bytes),
             source: plugin_wasm(name),
             publish: ["payments".to_string()].into(),
             config: Default::default(),
@@ -714,11 +695,8 @@ async fn every_language_gives_the_same_results_for_generated_orders() {
             cloudevents: None,
             reuse: None,
         };
-        let size = std::fs::metadata(&info.source).expect("component").len();
-        let start = Instant::now();
-        let plugin = runtime
-            .load_file(info.clone(), &info.source)
-            .expect("plugin loads");
+        let size = bytes.len();
+        let plugin = runtime.load(info.clone(), &bytes).expect("plugin loads");
         let load = start.elapsed();
         let decide = || runtime.handle_message(&plugin, &one_order, label.clone());
         let first = Instant::now();

@@ -1,8 +1,6 @@
 //! State effects are transactional per input, lose no concurrent update, and survive restarts.
 
-mod common;
-
-use common::TestHost;
+use crate::common::TestHost;
 
 const CONFIG: &str = r#"
 [plugin.testkit]

@@ -2,12 +2,10 @@
 //! nothing until it resumes and then misses nothing; a replay re-delivers exactly the records
 //! after its offset; a redrive sends a subscription's dead letters back once, as they were.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{TestHost, collect, eventually, header};
+use crate::common::{TestHost, collect, eventually, header, kafka_bus, unique};
 use eventhost::bus::Record;
 use eventhost::runtime::OutMessage;
 use serde_json::Value;
@@ -41,21 +39,15 @@ impl Setup {
 
     /// Kafka topics outlive a test, so every run gets its own.
     fn kafka() -> Self {
-        let bootstrap =
-            std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let suffix = format!("{}-{nanos}", std::process::id());
+        let suffix = unique("");
         Setup {
-            bus: format!("[bus]\nkind = \"kafka\"\nbootstrap = \"{bootstrap}\"\n"),
-            input: format!("in-{suffix}"),
-            output: format!("out-{suffix}"),
-            audit: format!("audit-{suffix}"),
+            bus: kafka_bus(),
+            input: format!("in{suffix}"),
+            output: format!("out{suffix}"),
+            audit: format!("audit{suffix}"),
             // Groups too: a broker commits offsets for a group only while it has no member.
-            group: format!("records-{suffix}"),
-            audit_group: format!("audit-{suffix}"),
+            group: format!("records{suffix}"),
+            audit_group: format!("audit{suffix}"),
         }
     }
 
@@ -75,7 +67,7 @@ impl Setup {
             group,
             audit_group,
         } = self;
-        let testkit = common::plugin_wasm("testkit");
+        let testkit = crate::common::plugin_wasm("testkit");
         format!(
             r#"{bus}
 [[topic]]
@@ -234,7 +226,7 @@ async fn pause_holds_records_and_resume_delivers_every_one(setup: Setup) {
     assert_eq!(values(&out), ["r0"], "nothing is handled while paused");
 
     // A reload keeps it paused.
-    let config = common::test_config(host.dir.path(), &setup.config());
+    let config = crate::common::test_config(host.dir.path(), &setup.config());
     host.host().deployment().apply(config).await;
     assert_eq!(states(&host).await[&setup.group], "paused");
 

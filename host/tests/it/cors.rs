@@ -4,8 +4,6 @@
 //!
 //! The same in a real browser, with pages served from two other origins: `tests/browser`.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
@@ -24,16 +22,21 @@ const LISTED: &str = "origins = [\"http://shop-ui.test:4200\"]\n\
 
 /// The coolstore of `examples/coolstore/eventhost.toml`, its web page as static files, with
 /// `cors` as the body of `[server.cors]` (none when `None`).
-async fn shop(cors: Option<&str>) -> (Host, tempfile::TempDir) {
+async fn shop(cors: Option<&str>) -> (Host, Kept) {
+    let process = crate::common::share_process().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let wiring = common::shop_wiring(include_str!("../../examples/coolstore/eventhost.toml"));
+    let wiring =
+        crate::common::shop_wiring(include_str!("../../../examples/coolstore/eventhost.toml"));
     let wiring = toml::to_string(&wiring).expect("wiring serializes");
     let cors = cors.map_or(String::new(), |body| format!("[server.cors]\n{body}"));
-    let server = format!("{}{cors}", common::coolstore_static_dir());
-    let config = common::test_config_with(dir.path(), &server, "", &wiring);
+    let server = format!("{}{cors}", crate::common::coolstore_static_dir());
+    let config = crate::common::test_config_with(dir.path(), &server, "", &wiring);
     let host = Host::build(config).await.expect("host builds");
-    (host, dir)
+    (host, (dir, process))
 }
+
+/// What a test keeps while it uses the shop: its folder and its share of the test process.
+type Kept = (tempfile::TempDir, tokio::sync::RwLockReadGuard<'static, ()>);
 
 struct Answer {
     status: StatusCode,
@@ -292,7 +295,7 @@ async fn credentials_are_allowed_only_when_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coolstore_example_allows_any_origin_like_the_workshop() {
-    let example: toml::Table = include_str!("../../examples/coolstore/eventhost.toml")
+    let example: toml::Table = include_str!("../../../examples/coolstore/eventhost.toml")
         .parse()
         .expect("TOML");
     let cors = toml::to_string(&example["server"]["cors"]).expect("[server.cors]");

@@ -1,11 +1,9 @@
 //! Subscriptions, on the embedded bus and on a real Kafka broker: partition order, commit after
 //! effects, retries with backoff, and dead letters that say why, while the partition flows on.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestHost, collect, eventually, header};
+use crate::common::{TestHost, collect, eventually, header, kafka_bus, unique};
 use eventhost::runtime::OutMessage;
 
 /// Where a test runs: the bus section of its config and its topic names.
@@ -28,18 +26,12 @@ impl Setup {
 
     /// Kafka topics outlive a test, so every run gets its own.
     fn kafka() -> Self {
-        let bootstrap =
-            std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let suffix = format!("{}-{nanos}", std::process::id());
+        let suffix = unique("");
         Setup {
-            bus: format!("[bus]\nkind = \"kafka\"\nbootstrap = \"{bootstrap}\"\n"),
-            input: format!("in-{suffix}"),
-            output: format!("out-{suffix}"),
-            dead_letter: format!("in-{suffix}.dlq"),
+            bus: kafka_bus(),
+            input: format!("in{suffix}"),
+            output: format!("out{suffix}"),
+            dead_letter: format!("in{suffix}.dlq"),
         }
     }
 
@@ -92,12 +84,6 @@ plugin = "testkit"
     }
 }
 
-/// The version of the testkit plugin the host serves.
-fn testkit_version(host: &TestHost) -> String {
-    let registry = host.host().dispatcher().registry();
-    registry.get("testkit").unwrap().info.version.clone()
-}
-
 async fn publish(host: &TestHost, messages: Vec<OutMessage>) {
     host.bus().publish(messages).await.expect("published");
 }
@@ -124,7 +110,7 @@ async fn keeps_order_per_key(setup: Setup, subscription: &str) {
         (seen.len() == 100).then(|| seen.clone())
     })
     .await;
-    let version = testkit_version(&host);
+    let version = host.version("testkit");
     for key in keys {
         let values: Vec<String> = records
             .iter()
@@ -212,7 +198,7 @@ async fn failures_end_in_the_dead_letter_topic_with_reasons_and_original_bytes(s
         },
     )
     .await;
-    let version = testkit_version(&host);
+    let version = host.version("testkit");
     for (key, value, kind, attempts) in &cases {
         let record = records
             .iter()
@@ -390,7 +376,7 @@ async fn metrics_count_what_flows(setup: Setup) {
         done.then_some(())
     })
     .await;
-    let version = testkit_version(&host);
+    let version = host.version("testkit");
     let (input, output) = (&setup.input, &setup.output);
     let expected = [
         format!(
@@ -499,8 +485,7 @@ async fn a_message_the_broker_refuses_is_dead_lettered_without_retries() {
     use rdkafka::client::DefaultClientContext;
 
     let setup = Setup::kafka();
-    let bootstrap =
-        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let bootstrap = crate::common::kafka_bootstrap();
     // The output topic takes records of at most 2000 bytes; the host's producer allows more.
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -579,8 +564,7 @@ async fn partitions_added_to_a_consumed_topic_are_consumed() {
     )
     .await;
 
-    let bootstrap =
-        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let bootstrap = crate::common::kafka_bootstrap();
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()

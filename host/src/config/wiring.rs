@@ -1,4 +1,4 @@
-//! The tables that bind plugins to the world — `[[topic]]`, `[plugin.X]`, `[[subscription]]`
+//! The wiring: the tables that bind plugins to the world — `[[topic]]`, `[plugin.X]`, `[[subscription]]`
 //! and `[[route]]` — checked for name syntax, duplicates and dangling references.
 //!
 //! These tables may come from several files (see `RawConfig::merge`), so each check reports

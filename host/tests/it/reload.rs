@@ -1,14 +1,12 @@
 //! Hot reload and drop-in deployment: plugins appear, change and disappear while the host
 //! runs; bad files never replace a good version; swaps under load lose and double nothing.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{collect, eventually, header, plugin_wasm};
+use crate::common::{collect, eventually, header, plugin_wasm};
 use eventhost::app::{Host, RunningHost};
 use eventhost::config::Config;
 use eventhost::runtime::{OutMessage, version_of};
@@ -20,11 +18,13 @@ struct Watched {
     url: String,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
+    _process: tokio::sync::RwLockReadGuard<'static, ()>,
 }
 
 impl Watched {
     async fn start(main: &str, plugins: &[(&str, &str)]) -> Watched {
-        common::init_logs();
+        crate::common::init_logs();
+        let process = crate::common::share_process().await;
         let dir = tempfile::tempdir().unwrap();
         let plugins_dir = dir.path().join("plugins");
         std::fs::create_dir(&plugins_dir).unwrap();
@@ -49,6 +49,7 @@ impl Watched {
             url,
             client: reqwest::Client::new(),
             _dir: dir,
+            _process: process,
         }
     }
 
@@ -603,13 +604,7 @@ async fn payment_swaps_between_languages_while_orders_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payment_rules_swap_while_orders_flow_on_kafka() {
-    let bootstrap =
-        std::env::var("EVENTHOST_KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let suffix = format!("-{}-{nanos}", std::process::id());
-    let bus = format!("[bus]\nkind = \"kafka\"\nbootstrap = \"{bootstrap}\"\n");
+    let suffix = crate::common::unique("");
+    let bus = crate::common::kafka_bus();
     swap_payment_under_load(&bus, &suffix, 3000, &[RULES_V1, RULES_V2]).await;
 }
