@@ -77,7 +77,7 @@ impl Dispatcher {
     /// `exclusive` is the plugin's commit lock when the caller already holds it.
     pub(super) async fn commit(
         self: &Arc<Self>,
-        plugin: &PluginInfo,
+        plugin: &Arc<PluginInfo>,
         input: &Input<'_>,
         mut effects: Effects,
         exclusive: Option<OwnedMutexGuard<()>>,
