@@ -87,6 +87,7 @@ fn runtime_with(dir: &std::path::Path, cache_dir: Option<std::path::PathBuf>) ->
         max_instances: 16,
         cache_dir,
         max_message_bytes: None,
+        guest_threads: None,
     };
     Runtime::new(settings, store).expect("runtime")
 }

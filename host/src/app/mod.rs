@@ -278,6 +278,7 @@ pub fn runtime_settings(config: &Config, max_message_bytes: Option<usize>) -> Ru
         max_instances: config.runtime.max_concurrency,
         cache_dir: config.runtime.cache_dir.clone(),
         max_message_bytes,
+        guest_threads: config.runtime.guest_threads.map(|n| n as usize),
     }
 }
 

@@ -273,6 +273,11 @@ pub struct RuntimeConfig {
     /// Directory for compiled-artifact caching (`cache_dir`), resolved against the config
     /// file's directory. Default `None`: no cache.
     pub cache_dir: Option<PathBuf>,
+    /// How many guests run at once (`guest_threads`), at least 1. Default `None`: one fewer
+    /// than the machine's cores (at least 1), which leaves a core for the host's own work
+    /// (connections, the bus, commits) however busy the guests are; as many as the cores
+    /// trades that for guest throughput.
+    pub guest_threads: Option<u32>,
 }
 
 impl RuntimeConfig {

@@ -109,6 +109,7 @@ pub(crate) struct RawRuntime {
     pub(crate) max_memory_mib: Option<Spanned<u64>>,
     pub(crate) max_concurrency: Option<Spanned<u32>>,
     pub(crate) cache_dir: Option<Spanned<String>>,
+    pub(crate) guest_threads: Option<Spanned<u32>>,
 }
 
 /// `[telemetry]`

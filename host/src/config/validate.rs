@@ -219,6 +219,7 @@ fn runtime(raw: &RawRuntime, src: &Source, dir: &Path) -> Result<RuntimeConfig, 
         max_concurrency: at_least(src, "runtime.max_concurrency", &raw.max_concurrency, 1)?
             .unwrap_or(RuntimeConfig::DEFAULT_MAX_CONCURRENCY),
         cache_dir,
+        guest_threads: at_least(src, "runtime.guest_threads", &raw.guest_threads, 1)?,
     })
 }
 

@@ -54,6 +54,7 @@ pub async fn run(
         max_instances: 4,
         cache_dir: None,
         max_message_bytes: None,
+        guest_threads: None,
     };
     let runtime = Runtime::new(settings, store.clone())?;
     let name = plugin

@@ -514,6 +514,7 @@ mod tests {
             max_instances: 1,
             cache_dir: Some(dir.path().join("cache")),
             max_message_bytes: None,
+            guest_threads: None,
         };
         let runtime = Arc::new(Runtime::new(settings, store.clone()).unwrap());
         let bus = Arc::new(EmbeddedBus::new());

@@ -61,6 +61,8 @@ pub struct RuntimeSettings {
     /// The largest message the bus accepts (key, value and headers); `outbox.send` refuses
     /// larger ones. `None` when the bus has no limit.
     pub max_message_bytes: Option<usize>,
+    /// How many guests run at once; `None`: one fewer than the cores (at least 1).
+    pub guest_threads: Option<usize>,
 }
 
 /// Why an input did not produce a handler result.
@@ -184,12 +186,15 @@ impl Runtime {
                     ticking.increment_epoch();
                 }
             })?;
+        let turns = Arc::new(Turns::new(
+            settings.guest_threads.unwrap_or_else(guest_threads),
+        ));
         Ok(Runtime {
             engine,
             linker,
             store,
             settings,
-            turns: Arc::new(Turns::new(guest_threads())),
+            turns,
             cache,
             compiling: std::sync::Mutex::default(),
             ticker_stop,

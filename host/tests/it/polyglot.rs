@@ -661,6 +661,7 @@ async fn every_language_gives_the_same_results_for_generated_orders() {
         max_instances: 16,
         cache_dir: None,
         max_message_bytes: None,
+        guest_threads: None,
     };
     let runtime = Runtime::new(settings, store).expect("runtime");
     let delivery = |value: Vec<u8>| Delivery {
