@@ -116,7 +116,7 @@ pub fn handle(host: &mut impl Host, req: &Request) -> Result<Response, Failure> 
         }
         "calls" => {
             let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
-            Response::text(200, &calls.to_string())
+            Response::text(200, calls.to_string())
         }
         "counter" => {
             let current = host
