@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use eventhost::app::{Host, RunningHost, load_plugins, tail};
 use eventhost::bus::{Bus as _, KafkaBus, KafkaSettings, TailFrom};
-use eventhost::config::{Allowed, BusConfig, Config};
+use eventhost::config::{Allowed, BusConfig, Config, StateConfig};
 use eventhost::dispatch::Dispatcher;
 use eventhost::runtime::Runtime;
 use eventhost::state::EmbeddedStore;
@@ -47,7 +47,7 @@ enum Command {
         /// Listen on this address instead of `server.listen` (port 0 picks a free port).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Keep state in this file instead of `state.path`.
+        /// Keep state in this file (the embedded store) instead of what `[state]` says.
         #[arg(long)]
         state: Option<PathBuf>,
     },
@@ -322,7 +322,7 @@ async fn run(
         config.server.listen = listen;
     }
     if let Some(state) = state {
-        config.state.path = state;
+        config.state = StateConfig::Embedded { path: state };
     }
     let host = match Host::build(config).await {
         Ok(host) => host.reload_from(path.clone()),
@@ -519,7 +519,11 @@ fn summary(config: &Config, dispatcher: &Dispatcher, addr: std::net::SocketAddr)
         BusConfig::Kafka(kafka) => format!("kafka at {}", kafka.bootstrap),
     };
     let _ = writeln!(out, "  bus:    {bus}");
-    let _ = writeln!(out, "  state:  {}", config.state.path.display());
+    let state = match &config.state {
+        StateConfig::Embedded { path } => path.display().to_string(),
+        StateConfig::Postgres { url } => format!("postgres at {}", eventhost::state::redacted(url)),
+    };
+    let _ = writeln!(out, "  state:  {state}");
     if let Some(dir) = &config.server.static_dir {
         let _ = writeln!(out, "  static: {}", dir.display());
     }

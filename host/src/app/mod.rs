@@ -19,15 +19,19 @@ use tokio_util::sync::CancellationToken;
 pub use deployment::{ApplyReport, Deployment, SubscriptionState, subscription_settings};
 
 use crate::bus::{Bus, EmbeddedBus, KafkaBus, KafkaSettings, TopicSpec};
-use crate::config::{BusConfig, Config, PluginConfig};
+use crate::config::{BusConfig, Config, PluginConfig, StateConfig};
 use crate::dispatch::Dispatcher;
 use crate::http::{HttpState, RouteTable, ServerLimits};
 use crate::metrics::Metrics;
 use crate::runtime::{
     LoadedPlugin, PluginInfo, Registry, Runtime, RuntimeSettings, unreadable, version_of,
 };
-use crate::state::{EmbeddedStore, PendingStore, StateStore};
+use crate::state::{EmbeddedStore, PendingStore, PostgresStore, StateStore, redacted};
 use crate::telemetry::Telemetry;
+
+/// How long a stopping host keeps relaying messages committed to a shared store; what is left
+/// goes out from another host, or this one when it starts again.
+const RELAY_FLUSH: Duration = Duration::from_secs(5);
 
 /// Environment variable with the admin token, used when the config sets none.
 pub const ADMIN_TOKEN_ENV: &str = "EVENTHOST_ADMIN_TOKEN";
@@ -38,6 +42,8 @@ pub struct Host {
     deployment: Arc<Deployment>,
     http: Arc<HttpState>,
     reload_from: Option<PathBuf>,
+    /// A shared store, whose committed messages this host relays to the bus.
+    postgres: Option<Arc<PostgresStore>>,
 }
 
 /// A host that serves HTTP and consumes its subscriptions until [`RunningHost::stop`].
@@ -51,16 +57,29 @@ pub struct RunningHost {
     servers: Vec<JoinHandle<std::io::Result<()>>>,
     watcher: Option<JoinHandle<()>>,
     grace: Duration,
+    /// Stops relaying from a shared store, after the last input committed.
+    relay: CancellationToken,
+    relaying: Option<JoinHandle<()>>,
 }
 
 impl Host {
     /// Opens the store and the bus, declares the topics, and loads every plugin. Any plugin
     /// that fails to load or lacks a handler its wiring needs is an error.
     pub async fn build(config: Config) -> anyhow::Result<Host> {
-        let store: Arc<dyn StateStore> = Arc::new(
-            EmbeddedStore::open(&config.state.path)
-                .with_context(|| format!("opening state {}", config.state.path.display()))?,
-        );
+        let (store, postgres): (Arc<dyn StateStore>, _) = match &config.state {
+            StateConfig::Embedded { path } => {
+                let store = EmbeddedStore::open(path)
+                    .with_context(|| format!("opening state {}", path.display()))?;
+                (Arc::new(store), None)
+            }
+            StateConfig::Postgres { url } => {
+                let store = Arc::new(
+                    PostgresStore::open(url)
+                        .with_context(|| format!("opening state at {}", redacted(url)))?,
+                );
+                (store.clone(), Some(store))
+            }
+        };
         let bus: Arc<dyn Bus> = match &config.bus {
             BusConfig::Embedded => Arc::new(EmbeddedBus::new()),
             BusConfig::Kafka(kafka) => Arc::new(KafkaBus::new(KafkaSettings {
@@ -116,6 +135,7 @@ impl Host {
             deployment,
             http,
             reload_from: None,
+            postgres,
         })
     }
 
@@ -181,6 +201,9 @@ impl Host {
             None => crate::http::router_with(self.http.clone(), readiness.merge(admin)),
         };
         servers.push(serve(listener, app, limits, shutdown.clone()));
+        let relay = CancellationToken::new();
+        let relaying = (self.postgres.as_ref())
+            .map(|store| store.relay(self.deployment.dispatcher().bus().clone(), relay.clone()));
         self.deployment.start(shutdown.clone()).await;
         let watcher = match self.reload_from {
             Some(path) => Some(crate::reload::spawn(
@@ -199,6 +222,8 @@ impl Host {
             servers,
             watcher,
             grace: self.config.server.shutdown_grace,
+            relay,
+            relaying,
         })
     }
 }
@@ -236,9 +261,15 @@ impl RunningHost {
 
     /// Stops accepting work, lets in-flight inputs finish and commit (up to the grace
     /// period), sends the last trace spans, and returns once everything is down.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         let dispatcher = self.deployment.dispatcher().clone();
+        let (relay, relaying) = (self.relay.clone(), self.relaying.take());
         let stopped = self.drain().await;
+        // Messages the last inputs committed go out before the bus does.
+        relay.cancel();
+        if let Some(relaying) = relaying {
+            let _ = tokio::time::timeout(RELAY_FLUSH, relaying).await;
+        }
         // Spans of the inputs that finished while draining are still in the batch.
         dispatcher.telemetry().shutdown().await;
         stopped

@@ -109,7 +109,12 @@ mod tests {
         assert_eq!(config.server.body_limit_bytes, 1024 * 1024);
         assert_eq!(config.server.shutdown_grace, Duration::from_secs(10));
         assert_eq!(config.bus, BusConfig::Embedded);
-        assert_eq!(config.state.path, Path::new("conf/data/state.redb"));
+        assert_eq!(
+            config.state,
+            StateConfig::Embedded {
+                path: "conf/data/state.redb".into()
+            }
+        );
         assert_eq!(config.runtime.plugins_dir, Path::new("conf/plugins"));
         assert_eq!(config.runtime.max_memory_mib, 512);
         assert_eq!(config.runtime.max_concurrency, 256);

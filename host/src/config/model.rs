@@ -233,17 +233,29 @@ impl KafkaConfig {
     ];
 }
 
-/// `[state]`: the embedded durable key-value store.
+/// `[state]`: where plugin state is kept.
 ///
 /// ```toml
 /// [state]
-/// path = "data/state.redb"
+/// path = "data/state.redb"        # kind = "embedded", the default
+///
+/// [state]
+/// kind = "postgres"               # shared by several hosts
+/// url = "postgres://eventhost@127.0.0.1:5433/eventhost"
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateConfig {
-    /// The store's file (`path`), resolved against the config file's directory.
-    /// Default `data/state.redb`.
-    pub path: PathBuf,
+pub enum StateConfig {
+    /// One local file (`path`), resolved against the config file's directory. Default
+    /// `data/state.redb`.
+    Embedded {
+        /// The store's file.
+        path: PathBuf,
+    },
+    /// A PostgreSQL database (`url`) that several hosts share.
+    Postgres {
+        /// The connection URL.
+        url: String,
+    },
 }
 
 impl StateConfig {

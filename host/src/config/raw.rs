@@ -98,7 +98,9 @@ pub(crate) struct RawBus {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawState {
+    pub(crate) kind: Option<Spanned<String>>,
     pub(crate) path: Option<Spanned<String>>,
+    pub(crate) url: Option<Spanned<String>>,
 }
 
 /// `[runtime]`

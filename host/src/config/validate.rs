@@ -16,7 +16,7 @@ use super::error::ConfigError;
 use super::model::{
     BusConfig, Config, KafkaConfig, RuntimeConfig, ServerConfig, StateConfig, TelemetryConfig,
 };
-use super::raw::{RawBus, RawConfig, RawRuntime, RawServer, RawTelemetry, Scalar};
+use super::raw::{RawBus, RawConfig, RawRuntime, RawServer, RawState, RawTelemetry, Scalar};
 use super::source::{Source, base_dir, quote_key};
 use super::wiring;
 
@@ -27,15 +27,7 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigErro
     let dir = base_dir(file);
     let server = server(&raw.server, main, dir)?;
     let bus = bus(raw.bus.as_ref(), main)?;
-    let state = StateConfig {
-        path: path_or(
-            main,
-            dir,
-            "state.path",
-            &raw.state.path,
-            StateConfig::DEFAULT_PATH,
-        )?,
-    };
+    let state = state(&raw.state, main, dir)?;
     let runtime = runtime(&raw.runtime, main, dir)?;
     let telemetry = telemetry(&raw.telemetry, main)?;
     let mut topics = wiring::topics(&raw.topic)?;
@@ -153,6 +145,54 @@ fn bus(raw: Option<&RawBus>, src: &Source) -> Result<BusConfig, ConfigError> {
             raw.kind.as_ref().map_or(0..0, Spanned::span),
             "bus.kind",
             format!("unknown bus kind {other:?}, expected \"embedded\" or \"kafka\""),
+        )),
+    }
+}
+
+fn state(raw: &RawState, src: &Source, dir: &Path) -> Result<StateConfig, ConfigError> {
+    let kind = raw.kind.as_ref();
+    match kind.map(|kind| kind.get_ref().as_str()) {
+        None | Some("embedded") => {
+            if let Some(url) = &raw.url {
+                return Err(src.error(
+                    url.span(),
+                    "state.url",
+                    "is only allowed with kind = \"postgres\", expected kind = \"postgres\" in [state]",
+                ));
+            }
+            let path = path_or(src, dir, "state.path", &raw.path, StateConfig::DEFAULT_PATH)?;
+            Ok(StateConfig::Embedded { path })
+        }
+        Some("postgres") => {
+            if let Some(path) = &raw.path {
+                return Err(src.error(
+                    path.span(),
+                    "state.path",
+                    "is only allowed with kind = \"embedded\": a PostgreSQL store has a url",
+                ));
+            }
+            let Some(url) = &raw.url else {
+                return Err(src.error(
+                    kind.map_or(0..0, Spanned::span),
+                    "state.url",
+                    "is required with kind = \"postgres\", \
+                     e.g. url = \"postgres://eventhost@127.0.0.1:5433/eventhost\"",
+                ));
+            };
+            let url = non_empty(src, "state.url", url)?;
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(src.error(
+                    raw.url.as_ref().map_or(0..0, Spanned::span),
+                    "state.url",
+                    format!("{url:?} is not a PostgreSQL url, expected postgres://USER@HOST:PORT/DATABASE"),
+                ));
+            }
+            Ok(StateConfig::Postgres { url })
+        }
+        Some(other) => Err(src.error(
+            kind.map_or(0..0, Spanned::span),
+            "state.kind",
+            format!("unknown state kind {other:?}, expected \"embedded\" or \"postgres\""),
         )),
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Mutex;
 
-use crate::state::{Batch, Consumed, OutboxEntry, StateError, StateStore};
+use crate::state::{Batch, Consumed, OutboxEntry, Refused, StateError, StateStore};
 
 /// Keys and values of every namespace, in key order.
 #[derive(Default)]
@@ -50,21 +50,21 @@ impl StateStore for MemoryStore {
             .collect())
     }
 
-    fn apply_batch(&self, batch: &Batch) -> Result<(), StateError> {
-        if !batch.outbox.is_empty() {
+    fn apply_batch(&self, batch: &Batch) -> Result<Refused, StateError> {
+        if batch.changes.iter().any(|c| c.outbox.is_some()) {
             return Err(StateError::new(NO_OUTBOX));
         }
         let mut all = self.lock();
-        for (namespace, writes) in &batch.writes {
-            let entries = all.entry(namespace.clone()).or_default();
-            for (key, value) in writes {
+        for change in &batch.changes {
+            let entries = all.entry(change.namespace.clone()).or_default();
+            for (key, value) in &change.writes {
                 match value {
                     Some(v) => entries.insert(key.clone(), v.clone()),
                     None => entries.remove(key),
                 };
             }
         }
-        Ok(())
+        Ok(Refused::new())
     }
 
     fn outbox(&self, _: &Consumed, _: RangeInclusive<i64>) -> Result<Vec<OutboxEntry>, StateError> {

@@ -14,6 +14,11 @@
 //! the outbox, in the same store transaction as its state writes, and the bus publishes them
 //! with its offset once the record is committed (see `bus::transactions`).
 //!
+//! With a store other hosts write too (PostgreSQL), the host's own check is not the last word:
+//! the store checks the reads again when it applies the writes and may refuse them, and the
+//! input then runs again. So such an input's messages are not queued at the first stage: they
+//! are committed with its writes and relayed to the bus from the store.
+//!
 //! Both stages run in a task of their own: a caller that goes away (an HTTP client
 //! disconnecting) cannot leave a commit half done.
 
@@ -25,7 +30,7 @@ use super::trace::TRACEPARENT;
 use super::{Dispatcher, Input};
 use crate::bus::{Acks, BusError};
 use crate::runtime::{Effects, OutMessage, PluginInfo};
-use crate::state::{ApplyError, Consumed, OutboxEntry, StateError, StateStore, Ticket};
+use crate::state::{ApplyError, Consumed, OutboxEntry, Reads, StateError, StateStore, Ticket};
 
 /// Header naming the plugin that produced a message.
 pub const PLUGIN_HEADER: &str = "eventhost-plugin";
@@ -149,20 +154,29 @@ impl Dispatcher {
                 None => self.commit_lock(&plugin.name).lock_owned().await,
             };
             let (pending, name) = (self.pending.clone(), plugin.name.clone());
-            let (reads, scans) = (effects.reads, effects.scans);
+            let reads = Reads {
+                keys: effects.reads.into_iter().collect(),
+                scans: effects.scans.into_iter().collect(),
+            };
             let writes: Vec<_> = effects.writes.into_iter().collect();
             let checked = tokio::task::spawn_blocking(move || {
-                for (key, seen) in &reads {
+                for (key, seen) in &reads.keys {
                     if pending.get(&name, key)? != *seen {
                         return Ok(None);
                     }
                 }
-                for (prefix, seen) in &scans {
+                for (prefix, seen) in &reads.scans {
                     if pending.scan(&name, prefix)? != *seen {
                         return Ok(None);
                     }
                 }
-                Ok::<_, StateError>(Some(pending.register(&name, writes)))
+                let ticket = pending.register(&name, writes);
+                // Only a store other hosts write needs them again, to check them at commit.
+                Ok::<_, StateError>(Some(if pending.shared() {
+                    ticket.reading(reads)
+                } else {
+                    ticket
+                }))
             })
             .await;
             match checked {
@@ -185,6 +199,15 @@ impl Dispatcher {
             });
             return Ok(Staged { acks: None, ticket });
         }
+        // With a shared store the commit can still be refused, so the messages of an input that
+        // touched state wait in the store, committed with its writes, and are relayed from there.
+        let ticket = match ticket {
+            Some(ticket) if self.pending.shared() => {
+                let ticket = Some(ticket.relaying(messages));
+                return Ok(Staged { acks: None, ticket });
+            }
+            ticket => ticket,
+        };
         // A dropped ticket withdraws its writes, so an error here leaves nothing behind.
         let acks = if messages.is_empty() {
             None
@@ -215,6 +238,7 @@ impl Staged {
             None => Ok(()),
             Some(ticket) => ticket.apply().await.map_err(|e| match e {
                 ApplyError::Superseded => CommitError::Superseded,
+                ApplyError::Conflict => CommitError::Conflict,
                 ApplyError::Store(e) => CommitError::Store(e),
             }),
         }

@@ -15,6 +15,7 @@ mod trace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
@@ -43,6 +44,10 @@ type Call<T> = BoxFuture<'static, Invocation<Result<T, Failure>>>;
 /// How often an input runs before it gives up on write conflicts. Only the first run is
 /// optimistic, so more than two runs happen only if something outside this host changes state.
 const MAX_CONFLICT_RERUNS: usize = 4;
+
+/// How often a request runs again when its commit could not settle: an earlier input failed,
+/// or (with a shared store) another host changed what it read.
+const MAX_SETTLE_RERUNS: usize = 16;
 
 /// Why an input did not commit.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -298,12 +303,19 @@ impl Dispatcher {
             async move { runtime.handle_http(&loaded, &request, label).await }.boxed()
         };
         let mut result = Err(InputError::Conflict);
-        for _ in 0..MAX_CONFLICT_RERUNS {
+        for rerun in 0..MAX_SETTLE_RERUNS {
             result = match self.run(&input, &call).await {
                 Ok((response, committing)) => match committing.settled().await {
                     Ok(()) => Ok(response),
                     // An earlier input whose writes this one may have read could not commit.
                     Err(CommitError::Superseded) => continue,
+                    // Another host changed what it read (a shared store). Hosts racing for the
+                    // same keys are spread out a little, so that one of them wins each round.
+                    Err(CommitError::Conflict) => {
+                        let spread = rand_millis(1 + 2 * rerun as u64);
+                        tokio::time::sleep(Duration::from_millis(spread)).await;
+                        continue;
+                    }
                     Err(e) => Err(e.into()),
                 },
                 Err(e) => Err(e),
@@ -467,6 +479,11 @@ impl Dispatcher {
         }
         locks.entry(plugin.to_string()).or_default().clone()
     }
+}
+
+/// A pseudo-random number of milliseconds below `below`.
+fn rand_millis(below: u64) -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0 % below.max(1)
 }
 
 #[cfg(test)]

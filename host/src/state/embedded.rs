@@ -8,7 +8,7 @@ use std::path::Path;
 
 use redb::{Builder, Database, Durability, ReadableDatabase, TableDefinition};
 
-use super::{Batch, Consumed, OutboxEntry, StateError, StateStore, outbox};
+use super::{Batch, Consumed, OutboxEntry, Refused, StateError, StateStore, outbox};
 
 /// Memory for redb's page cache (reads and the write buffer together).
 pub const CACHE_BYTES: usize = 4 << 20;
@@ -95,9 +95,9 @@ impl StateStore for EmbeddedStore {
         Ok(entries)
     }
 
-    fn apply_batch(&self, batch: &Batch) -> Result<(), StateError> {
+    fn apply_batch(&self, batch: &Batch) -> Result<Refused, StateError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Refused::new());
         }
         let txn = self
             .db
@@ -107,9 +107,9 @@ impl StateStore for EmbeddedStore {
             let mut table = txn
                 .open_table(ENTRIES)
                 .map_err(StateError::failed("cannot open the table"))?;
-            for (namespace, writes) in &batch.writes {
-                for (key, value) in writes {
-                    let key = full_key(namespace, key);
+            for change in &batch.changes {
+                for (key, value) in &change.writes {
+                    let key = full_key(&change.namespace, key);
                     match value {
                         Some(v) => table.insert(key.as_slice(), v.as_slice()).map(drop),
                         None => table.remove(key.as_slice()).map(drop),
@@ -120,7 +120,7 @@ impl StateStore for EmbeddedStore {
             let mut table = txn
                 .open_table(OUTBOX)
                 .map_err(StateError::failed("cannot open the outbox"))?;
-            for entry in &batch.outbox {
+            for entry in batch.changes.iter().filter_map(|c| c.outbox.as_ref()) {
                 let from = &entry.from;
                 let key = (from.group.as_str(), from.topic.as_str(), from.partition);
                 let encoded = outbox::encode(&entry.messages);
@@ -129,7 +129,9 @@ impl StateStore for EmbeddedStore {
                     .map_err(StateError::failed("cannot write the outbox"))?;
             }
         }
-        txn.commit().map_err(StateError::failed("cannot commit"))
+        txn.commit().map_err(StateError::failed("cannot commit"))?;
+        // One writer: the host checked every change's reads before it got here.
+        Ok(Refused::new())
     }
 
     fn outbox(
@@ -193,7 +195,7 @@ impl StateStore for EmbeddedStore {
 mod tests {
     use super::*;
     use crate::runtime::OutMessage;
-    use crate::state::Write;
+    use crate::state::{Change, Write};
 
     fn store() -> (tempfile::TempDir, EmbeddedStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -303,8 +305,15 @@ mod tests {
             let store = EmbeddedStore::open(&path).unwrap();
             store
                 .apply_batch(&Batch {
-                    writes: vec![("p".into(), vec![("k".into(), Some(b"v".to_vec()))])],
-                    outbox: vec![entry(&from, 7), entry(&from, 8), entry(&other, 7)],
+                    changes: [(from.clone(), 7), (from.clone(), 8), (other.clone(), 7)]
+                        .into_iter()
+                        .map(|(consumed, offset)| Change {
+                            namespace: "p".into(),
+                            writes: vec![("k".into(), Some(b"v".to_vec()))],
+                            outbox: Some(entry(&consumed, offset)),
+                            ..Change::default()
+                        })
+                        .collect(),
                 })
                 .unwrap();
         }

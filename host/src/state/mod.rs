@@ -7,33 +7,84 @@
 mod embedded;
 mod outbox;
 mod pending;
+mod postgres;
 
 use std::ops::RangeInclusive;
 
 use crate::error::{Cause, cause};
+use crate::runtime::OutMessage;
 
 pub use embedded::EmbeddedStore;
 pub use outbox::{Consumed, OutboxEntry};
 pub use pending::{ApplyError, PendingStore, Ticket};
+pub use postgres::{PostgresStore, redacted};
 
 /// One staged write: a key and its new value, `None` to delete.
 pub type Write = (String, Option<Vec<u8>>);
 
-/// What one store transaction applies: the writes of many inputs, namespace by namespace in
-/// order, and the outbox entries of the consumed records among them.
+/// Entries in key order, as a scan returns them.
+pub type Entries = Vec<(String, Vec<u8>)>;
+
+/// What one input read, for a store shared with other hosts to check at commit time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Key → the value the input saw (`None`: absent).
+    pub keys: Vec<(String, Option<Vec<u8>>)>,
+    /// Prefix → the entries the input saw under it.
+    pub scans: Vec<(String, Entries)>,
+}
+
+impl Reads {
+    /// True when the input read nothing.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.scans.is_empty()
+    }
+}
+
+/// One input's part of a store transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// The plugin's namespace.
+    pub namespace: String,
+    /// Its writes, applied in this order.
+    pub writes: Vec<Write>,
+    /// What it read: a [shared](StateStore::shared) store applies the change only if these
+    /// still hold; a store with one writer relies on the host's own check.
+    pub reads: Reads,
+    /// Its outbox entry, for a consumed record of an exactly-once subscription.
+    pub outbox: Option<OutboxEntry>,
+    /// Messages a shared store keeps and relays to the bus once the change committed.
+    pub relay: Vec<OutMessage>,
+}
+
+/// What one store transaction applies: many inputs' changes, in order.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
-    /// Each namespace's writes, applied in this order.
-    pub writes: Vec<(String, Vec<Write>)>,
-    /// Entries added to the outbox.
-    pub outbox: Vec<OutboxEntry>,
+    /// The changes, applied in this order.
+    pub changes: Vec<Change>,
 }
 
 impl Batch {
+    /// A batch of one namespace's writes.
+    pub fn writes(namespace: &str, writes: &[Write]) -> Self {
+        Batch {
+            changes: vec![Change {
+                namespace: namespace.to_string(),
+                writes: writes.to_vec(),
+                ..Change::default()
+            }],
+        }
+    }
+
     fn is_empty(&self) -> bool {
-        self.outbox.is_empty() && self.writes.iter().all(|(_, writes)| writes.is_empty())
+        (self.changes.iter())
+            .all(|c| c.writes.is_empty() && c.outbox.is_none() && c.relay.is_empty())
     }
 }
+
+/// The indexes of the changes of a batch that a shared store refused, because what they read
+/// had changed; the others were applied.
+pub type Refused = Vec<usize>;
 
 /// Why the store could not serve a request: what failed, and the store's own error beneath.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -77,16 +128,22 @@ pub trait StateStore: Send + Sync + 'static {
     /// Applies `writes` to `namespace` atomically and durably: after `Ok`, a crash loses none
     /// of them; after `Err` or a crash during the call, none is visible.
     fn apply(&self, namespace: &str, writes: &[Write]) -> Result<(), StateError> {
-        self.apply_batch(&Batch {
-            writes: vec![(namespace.to_string(), writes.to_vec())],
-            outbox: Vec::new(),
-        })
+        self.apply_batch(&Batch::writes(namespace, writes))
+            .map(drop)
     }
 
-    /// Applies every namespace's writes, in order, and adds the batch's outbox entries, all
-    /// atomically and durably, as [`Self::apply`] does for one namespace. This is the commit
-    /// exactly-once rests on: state writes and what the inputs produced, together.
-    fn apply_batch(&self, batch: &Batch) -> Result<(), StateError>;
+    /// Applies the batch's changes in order, all atomically and durably, as [`Self::apply`]
+    /// does for one namespace: writes, outbox entries and relayed messages together. This is
+    /// the commit exactly-once rests on. A shared store leaves out the changes whose reads no
+    /// longer hold and names them; the rest commit.
+    fn apply_batch(&self, batch: &Batch) -> Result<Refused, StateError>;
+
+    /// True when other hosts write this store too: the host's own conflict check is then not
+    /// enough, so changes carry their reads, and messages of inputs that touched state are
+    /// relayed from the store rather than sent before the commit.
+    fn shared(&self) -> bool {
+        false
+    }
 
     /// The outbox entries of `from` whose offsets are in `offsets`, in offset order.
     fn outbox(

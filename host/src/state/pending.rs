@@ -11,6 +11,9 @@
 //! cannot be applied (its messages were not acknowledged, or the store failed), every later
 //! ticket of the namespace fails too ([`ApplyError::Superseded`]): no input commits on top of
 //! state that never became durable.
+//!
+//! A store other hosts write too checks each ticket's reads once more as it applies them, and
+//! may refuse a ticket ([`ApplyError::Conflict`]) while applying the rest of the batch.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +23,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use std::ops::RangeInclusive;
 
-use super::{Batch, Consumed, OutboxEntry, StateError, StateStore, Write};
+use super::{Batch, Change, Consumed, OutboxEntry, Reads, Refused, StateError, StateStore, Write};
 use crate::metrics::Metrics;
+use crate::runtime::OutMessage;
 
 /// Most inputs whose writes go into one store transaction.
 const MAX_BATCH: usize = 1024;
@@ -33,6 +37,10 @@ pub enum ApplyError {
     /// writes, so it must run again.
     #[error("an earlier input of the same plugin could not commit")]
     Superseded,
+    /// Another host changed what this ticket's input read (a shared store only): it must run
+    /// again.
+    #[error("the state the input read changed on another host")]
+    Conflict,
     /// The store failed; nothing of the batch was applied.
     #[error(transparent)]
     Store(#[from] StateError),
@@ -100,17 +108,14 @@ pub struct Ticket {
     pending: Arc<PendingStore>,
     namespace: String,
     id: u64,
-    writes: Vec<Write>,
-    outbox: Option<OutboxEntry>,
+    change: Change,
     progress: Arc<Progress>,
     previous: Option<Arc<Progress>>,
     settled: bool,
 }
 
 struct Request {
-    namespace: String,
-    writes: Vec<Write>,
-    outbox: Option<OutboxEntry>,
+    change: Change,
     previous: Option<Arc<Progress>>,
     progress: Arc<Progress>,
     done: oneshot::Sender<Result<(), ApplyError>>,
@@ -149,8 +154,11 @@ impl PendingStore {
             pending: self.clone(),
             namespace: namespace.to_string(),
             id,
-            writes,
-            outbox: None,
+            change: Change {
+                namespace: namespace.to_string(),
+                writes,
+                ..Change::default()
+            },
             progress,
             previous,
             settled: false,
@@ -241,8 +249,12 @@ impl StateStore for PendingStore {
         Ok(merged.into_iter().collect())
     }
 
-    fn apply_batch(&self, batch: &Batch) -> Result<(), StateError> {
+    fn apply_batch(&self, batch: &Batch) -> Result<Refused, StateError> {
         self.store.apply_batch(batch)
+    }
+
+    fn shared(&self) -> bool {
+        self.store.shared()
     }
 
     fn outbox(
@@ -261,7 +273,19 @@ impl StateStore for PendingStore {
 impl Ticket {
     /// Stores `entry` in the outbox in the same transaction as the writes.
     pub fn carrying(mut self, entry: OutboxEntry) -> Self {
-        self.outbox = Some(entry);
+        self.change.outbox = Some(entry);
+        self
+    }
+
+    /// Applies the writes only if `reads` still hold in a shared store.
+    pub fn reading(mut self, reads: Reads) -> Self {
+        self.change.reads = reads;
+        self
+    }
+
+    /// Has a shared store keep `messages` with the writes and relay them once committed.
+    pub fn relaying(mut self, messages: Vec<OutMessage>) -> Self {
+        self.change.relay = messages;
         self
     }
 
@@ -276,9 +300,7 @@ impl Ticket {
         }
         let (done, result) = oneshot::channel();
         let request = Request {
-            namespace: self.namespace.clone(),
-            writes: std::mem::take(&mut self.writes),
-            outbox: self.outbox.take(),
+            change: std::mem::take(&mut self.change),
             previous: self.previous.take(),
             progress: self.progress.clone(),
             done,
@@ -352,13 +374,9 @@ async fn write_batches(
                 accepted.push(request);
             }
         }
-        let writes = Batch {
-            writes: (accepted.iter_mut())
-                .map(|r| (r.namespace.clone(), std::mem::take(&mut r.writes)))
-                .collect(),
-            outbox: accepted
-                .iter_mut()
-                .filter_map(|r| r.outbox.take())
+        let batch = Batch {
+            changes: (accepted.iter_mut())
+                .map(|r| std::mem::take(&mut r.change))
                 .collect(),
         };
         let Some((store, metrics)) = pending
@@ -368,21 +386,24 @@ async fn write_batches(
             return;
         };
         metrics.commit_batch(accepted.len());
-        let result = match tokio::task::spawn_blocking(move || store.apply_batch(&writes)).await {
-            Ok(Ok(())) => Ok(()),
+        let result = match tokio::task::spawn_blocking(move || store.apply_batch(&batch)).await {
+            Ok(Ok(refused)) => Ok(refused),
             Ok(Err(e)) => Err(ApplyError::Store(e)),
             Err(join) => Err(ApplyError::Store(StateError::failed(
                 "the state task failed",
             )(join))),
         };
-        let status = if result.is_ok() {
-            Status::Applied
-        } else {
-            Status::Failed
-        };
-        for request in accepted {
-            request.progress.set(status);
-            let _ = request.done.send(result.clone());
+        for (n, request) in accepted.into_iter().enumerate() {
+            let outcome = match &result {
+                Ok(refused) if refused.contains(&n) => Err(ApplyError::Conflict),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.clone()),
+            };
+            request.progress.set(match outcome {
+                Ok(()) => Status::Applied,
+                Err(_) => Status::Failed,
+            });
+            let _ = request.done.send(outcome);
         }
     }
 }
@@ -408,11 +429,11 @@ mod tests {
         fn scan(&self, ns: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
             self.inner.scan(ns, prefix)
         }
-        fn apply_batch(&self, batch: &Batch) -> Result<(), StateError> {
+        fn apply_batch(&self, batch: &Batch) -> Result<Refused, StateError> {
             if self.failing.load(Ordering::SeqCst) {
                 return Err(StateError::new("disk unavailable"));
             }
-            self.batches.lock().unwrap().push(batch.writes.len());
+            self.batches.lock().unwrap().push(batch.changes.len());
             self.inner.apply_batch(batch)
         }
         fn outbox(

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use eventhost::bus::{Limit, Retention};
-use eventhost::config::{Allowed, BusConfig, Config};
+use eventhost::config::{Allowed, BusConfig, Config, StateConfig};
 
 fn fixture_dir(kind: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -116,7 +116,12 @@ fn full_fixture_has_its_values_and_defaults() {
     assert_eq!(cors.methods, ["GET", "POST", "DELETE"]);
     assert_eq!(cors.max_age, Some(Duration::from_secs(600)));
     assert!(cors.credentials);
-    assert_eq!(config.state.path, dir.join("data/state.redb"));
+    assert_eq!(
+        config.state,
+        StateConfig::Embedded {
+            path: dir.join("data/state.redb")
+        }
+    );
     assert_eq!(
         config.telemetry.otlp_endpoint.as_deref(),
         Some("http://127.0.0.1:4318"),
