@@ -13,6 +13,7 @@ mod common;
 
 mod bus_conformance;
 mod cli;
+mod cluster;
 mod config_fixtures;
 mod contract;
 mod coolstore;
