@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 #[allow(unused_imports)] // each test binary uses a different subset
 pub use host::{TestHost, coolstore_static_dir, share_process, test_config, test_config_with};
+#[allow(unused_imports)] // each test binary uses a different subset
 pub use postgres::{fresh_database, postgres_url, query};
 pub use process::HostProcess;
 pub use wait::eventually;
