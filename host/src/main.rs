@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use eventhost::app::{Host, RunningHost, load_plugins, tail};
+use eventhost::app::{Host, RunningHost, fleet, load_plugins, tail};
 use eventhost::bus::{Bus as _, KafkaBus, KafkaSettings, TailFrom};
 use eventhost::config::{Allowed, BusConfig, Config, StateConfig};
 use eventhost::dispatch::Dispatcher;
@@ -77,7 +77,19 @@ enum Command {
         #[arg(long)]
         count: Option<usize>,
     },
-    /// Lists the plugins of the host running with CONFIG (from its admin routes).
+    /// Deploys a plugin's component to every host of a fleet sharing CONFIG's PostgreSQL
+    /// store: each one swaps it in within about a second, and hosts started later load it.
+    Deploy {
+        /// The eventhost.toml file of the fleet (`[state] kind = "postgres"`).
+        config: PathBuf,
+        /// The component (.wasm).
+        component: PathBuf,
+        /// The plugin it is; default the file's name without `.wasm`.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Lists the plugins of the host running with CONFIG (from its admin routes); with a
+    /// PostgreSQL store, the version each host of the fleet serves.
     Plugins {
         /// The eventhost.toml file of the running host.
         config: PathBuf,
@@ -198,6 +210,11 @@ fn main() -> ExitCode {
             } => run(config, listen, state).await,
             Command::Check { config } => check(config).await,
             Command::Plugins { config, addr } => plugins(config, addr).await,
+            Command::Deploy {
+                config,
+                component,
+                name,
+            } => deploy(config, component, name).await,
             Command::Tail {
                 topic,
                 config,
@@ -360,6 +377,18 @@ async fn plugins(path: PathBuf, addr: Option<std::net::SocketAddr>) -> ExitCode 
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let (StateConfig::Postgres { url }, None) = (&config.state, addr) {
+        return match fleet_plugins(url).await {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let addr = addr.unwrap_or(config.server.admin_listen.unwrap_or(config.server.listen));
     let token =
         (config.server.admin_token).or_else(|| std::env::var(eventhost::app::ADMIN_TOKEN_ENV).ok());
@@ -373,6 +402,98 @@ async fn plugins(path: PathBuf, addr: Option<std::net::SocketAddr>) -> ExitCode 
             ExitCode::FAILURE
         }
     }
+}
+
+/// The deployed version of every plugin and the one each host of the fleet serves.
+async fn fleet_plugins(url: &str) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let store = open_postgres(url)?;
+    let deployed = fleet::deployed(&store).await?;
+    let hosts = fleet::hosts(&store).await?;
+    let mut names: std::collections::BTreeSet<&String> = deployed.keys().collect();
+    names.extend(hosts.iter().flat_map(|h| h.plugins.keys()));
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<24} {:<14} {}", "PLUGIN", "DEPLOYED", "HOSTS");
+    for name in names {
+        let serving: Vec<String> = (hosts.iter())
+            .map(|host| {
+                let version = host.plugins.get(name).map_or("-", String::as_str);
+                format!("{}={version}", host.id)
+            })
+            .collect();
+        let wanted = deployed.get(name).map_or("-", String::as_str);
+        let _ = writeln!(out, "{name:<24} {wanted:<14} {}", serving.join(" "));
+    }
+    if hosts.is_empty() {
+        let _ = writeln!(out, "(no host has reported in the last seconds)");
+    }
+    Ok(out)
+}
+
+fn open_postgres(url: &str) -> anyhow::Result<eventhost::state::PostgresStore> {
+    // Connecting blocks: off the async workers.
+    tokio::task::block_in_place(|| eventhost::state::PostgresStore::open(url))
+        .map_err(anyhow::Error::from)
+}
+
+/// Checks the component at `file` as plugin `name` of the config at `path` and stores it as
+/// the fleet's version of that plugin.
+async fn deploy(path: PathBuf, file: PathBuf, name: Option<String>) -> ExitCode {
+    let config = match load_config(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match deploy_checked(&config, &file, name).await {
+        Ok((name, version)) => {
+            println!("deployed {name} {version}: every host of the fleet swaps to it");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn deploy_checked(
+    config: &Config,
+    file: &std::path::Path,
+    name: Option<String>,
+) -> anyhow::Result<(String, String)> {
+    let StateConfig::Postgres { url } = &config.state else {
+        anyhow::bail!(
+            "{}: deploy needs a fleet's shared store ([state] kind = \"postgres\"); a single \
+             host deploys a plugin when its component is copied into its plugins folder",
+            config.file.display()
+        );
+    };
+    let name = match name {
+        Some(name) => name,
+        None => (file.file_stem())
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .ok_or_else(|| anyhow::anyhow!("{}: no file name; pass --name", file.display()))?,
+    };
+    if !config.plugins.contains_key(&name) {
+        anyhow::bail!(
+            "{}: there is no plugin {name:?}; add [plugin.{name}] with its wiring first, or pass \
+             --name",
+            config.file.display()
+        );
+    }
+    // The component is checked as the hosts will load it: compiled, with the handlers its
+    // routes and subscriptions need.
+    let mut checked = config.clone();
+    checked.plugins.retain(|n, _| *n == name);
+    if let Some(plugin) = checked.plugins.get_mut(&name) {
+        plugin.path = file.to_path_buf();
+    }
+    let (_path, scratch) = tempfile_store()?;
+    let runtime = Runtime::new(eventhost::app::runtime_settings(config, None), scratch)?;
+    load_plugins(&Arc::new(runtime), &checked).await?;
+    let bytes = std::fs::read(file).map_err(|e| eventhost::runtime::unreadable(file, e))?;
+    let store = open_postgres(url)?;
+    let version = fleet::deploy(&store, &name, bytes).await?;
+    Ok((name, version))
 }
 
 /// Asks the host running with the config at `path` to do a repair, and prints its report.

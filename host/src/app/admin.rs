@@ -1,4 +1,5 @@
-//! Admin routes: `GET /admin/plugins` lists what is deployed and how it is doing;
+//! Admin routes: `GET /admin/plugins` names the host and lists what is deployed and how it is
+//! doing;
 //! `GET /metrics` gives the host's metrics in Prometheus text format; `GET /admin/tail` streams
 //! a topic's records (for `eventhost tail` on the embedded bus); `GET /admin/subscriptions`
 //! and `POST /admin/{pause,resume,replay,redrive}?subscription=NAME` show and repair
@@ -111,7 +112,8 @@ async fn metrics(State(deployment): State<Arc<Deployment>>) -> Response {
 }
 
 async fn plugins(State(deployment): State<Arc<Deployment>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "plugins": status(&deployment).await }))
+    let host = deployment.host_id.get();
+    Json(serde_json::json!({ "host": host, "plugins": status(&deployment).await }))
 }
 
 /// The status of every configured plugin, by name.

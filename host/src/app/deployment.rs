@@ -71,6 +71,8 @@ pub struct Deployment {
     load_errors: Mutex<BTreeMap<String, String>>,
     /// Held by a repair that reads and moves offsets, so two never interleave.
     pub(super) repairing: tokio::sync::Mutex<()>,
+    /// This host's id among others, once it listens (see `fleet::host_id`).
+    pub(super) host_id: std::sync::OnceLock<String>,
 }
 
 impl Deployment {
@@ -86,6 +88,7 @@ impl Deployment {
             applied: Default::default(),
             load_errors: Default::default(),
             repairing: Default::default(),
+            host_id: Default::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod admin_client;
 mod deployment;
+pub mod fleet;
 pub mod readiness;
 pub mod repair;
 pub mod tail;
@@ -57,15 +58,16 @@ pub struct RunningHost {
     servers: Vec<JoinHandle<std::io::Result<()>>>,
     watcher: Option<JoinHandle<()>>,
     grace: Duration,
-    /// Stops relaying from a shared store, after the last input committed.
+    /// Stops the shared store's tasks (relaying messages, keeping up with the fleet), after
+    /// the last input committed.
     relay: CancellationToken,
-    relaying: Option<JoinHandle<()>>,
+    relaying: Vec<JoinHandle<()>>,
 }
 
 impl Host {
     /// Opens the store and the bus, declares the topics, and loads every plugin. Any plugin
     /// that fails to load or lacks a handler its wiring needs is an error.
-    pub async fn build(config: Config) -> anyhow::Result<Host> {
+    pub async fn build(mut config: Config) -> anyhow::Result<Host> {
         let (store, postgres): (Arc<dyn StateStore>, _) = match &config.state {
             StateConfig::Embedded { path } => {
                 let store = EmbeddedStore::open(path)
@@ -88,6 +90,21 @@ impl Host {
                 options: kafka.options.clone(),
             })?),
         };
+        if let Some(store) = &postgres {
+            // A host joining a fleet starts with the plugins deployed to it.
+            let written = fleet::sync(store, &config).await?;
+            if written
+                .iter()
+                .any(|name| !config.plugins.contains_key(name))
+            {
+                let reloaded = Config::load(&config.file)?;
+                config = Config {
+                    server: config.server,
+                    state: config.state,
+                    ..reloaded
+                };
+            }
+        }
         // Inputs read through the pending writes of inputs still committing.
         let metrics = Arc::new(Metrics::new());
         let pending = PendingStore::new(store, metrics.clone());
@@ -201,9 +218,28 @@ impl Host {
             None => crate::http::router_with(self.http.clone(), readiness.merge(admin)),
         };
         servers.push(serve(listener, app, limits, shutdown.clone()));
+        let id = fleet::host_id(addr.port());
+        let _ = self.deployment.host_id.set(id.clone());
         let relay = CancellationToken::new();
-        let relaying = (self.postgres.as_ref())
-            .map(|store| store.relay(self.deployment.dispatcher().bus().clone(), relay.clone()));
+        let mut relaying = Vec::new();
+        if let Some(store) = &self.postgres {
+            let bus = self.deployment.dispatcher().bus().clone();
+            relaying.push(store.relay(bus, relay.clone()));
+            let me = fleet::HostReport {
+                id,
+                url: format!("http://{addr}"),
+                plugins: Default::default(),
+            };
+            let registry = self.deployment.dispatcher().registry().clone();
+            let config = self.config.clone();
+            relaying.push(fleet::spawn(
+                store.clone(),
+                config,
+                registry,
+                me,
+                relay.clone(),
+            ));
+        }
         self.deployment.start(shutdown.clone()).await;
         let watcher = match self.reload_from {
             Some(path) => Some(crate::reload::spawn(
@@ -263,13 +299,12 @@ impl RunningHost {
     /// period), sends the last trace spans, and returns once everything is down.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let dispatcher = self.deployment.dispatcher().clone();
-        let (relay, relaying) = (self.relay.clone(), self.relaying.take());
+        let (relay, relaying) = (self.relay.clone(), std::mem::take(&mut self.relaying));
         let stopped = self.drain().await;
         // Messages the last inputs committed go out before the bus does.
         relay.cancel();
-        if let Some(relaying) = relaying {
-            let _ = tokio::time::timeout(RELAY_FLUSH, relaying).await;
-        }
+        let finished = futures::future::join_all(relaying);
+        let _ = tokio::time::timeout(RELAY_FLUSH, finished).await;
         // Spans of the inputs that finished while draining are still in the batch.
         dispatcher.telemetry().shutdown().await;
         stopped

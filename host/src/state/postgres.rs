@@ -71,6 +71,21 @@ CREATE TABLE IF NOT EXISTS eventhost_relay (
     id bigserial PRIMARY KEY,
     messages bytea NOT NULL
 );
+CREATE TABLE IF NOT EXISTS eventhost_components (
+    version text PRIMARY KEY,
+    component bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS eventhost_deployments (
+    name text PRIMARY KEY,
+    version text NOT NULL REFERENCES eventhost_components (version),
+    deployed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS eventhost_hosts (
+    id text PRIMARY KEY,
+    url text NOT NULL,
+    plugins text NOT NULL,
+    seen_at timestamptz NOT NULL DEFAULT now()
+);
 "#;
 
 /// A key's entries under a prefix: `left` keeps the range scan exact for any prefix.
@@ -154,6 +169,21 @@ impl PostgresStore {
         })
     }
 
+    /// Runs `work` with a connection of the pool, on the driver's runtime, for queries of
+    /// tables beside the state (the fleet's).
+    pub async fn with_client<T, F, Fut>(&self, work: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<T>> + Send,
+    {
+        let pool = self.pool.clone();
+        let task = self
+            .runtime()
+            .spawn(async move { work(pool.get().await?).await });
+        task.await?
+    }
+
     fn runtime(&self) -> &tokio::runtime::Runtime {
         self.runtime.as_ref().expect("the runtime lives until drop")
     }
@@ -182,6 +212,10 @@ async fn migrate(client: &mut deadpool_postgres::Client) -> Result<(), StateErro
     let failed = || StateError::failed("cannot create the schema");
     let tx = client.transaction().await.map_err(failed())?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
+        .await
+        .map_err(failed())?;
+    // Not a notice per existing table at every start.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
         .await
         .map_err(failed())?;
     tx.batch_execute(SCHEMA).await.map_err(failed())?;

@@ -11,13 +11,20 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(30);
 const VALID_CARD: &str = "4123987754646678";
 
-/// The coolstore's config with its state in the database at `url`, written into `dir`.
+/// The coolstore's config with its state in the database at `url`, written into `dir`, with
+/// the shop's plugins copied into `dir/plugins` (a deployment writes there).
 fn cluster_config(dir: &Path, url: &str) -> PathBuf {
     let wiring = shop_wiring(include_str!("../../../examples/coolstore/eventhost.toml"));
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for name in ["catalog", "cart", "payment", "order"] {
+        let file = format!("{name}.wasm");
+        std::fs::copy(plugins_dir().join(&file), plugins.join(&file)).unwrap();
+    }
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[state]\nkind = \"postgres\"\nurl = \"{url}\"\n\n\
          [runtime]\nplugins_dir = \"{plugins}\"\n\n{wiring}",
-        plugins = plugins_dir().display(),
+        plugins = plugins.display(),
         wiring = toml::to_string(&wiring).expect("wiring serializes"),
     );
     let file = dir.join("eventhost.toml");
@@ -145,6 +152,105 @@ async fn a_checkout_on_one_host_is_paid_and_seen_on_the_others() {
     let left = query(&url, "SELECT count(*) FROM eventhost_relay").await;
     assert_eq!(left, ["0"], "every relayed message was published");
     for host in hosts {
+        host.stop().await;
+    }
+}
+
+/// The version of `plugin` that the host at `url` serves, from its admin routes.
+async fn serving(url: &str, plugin: &str) -> Option<String> {
+    let (_, status) = send(reqwest::Method::GET, format!("{url}/admin/plugins"), None).await;
+    let plugins = status["plugins"].as_array()?;
+    let found = plugins.iter().find(|p| p["name"] == plugin)?;
+    found["version"].as_str().map(str::to_string)
+}
+
+/// `eventhost deploy` stores a new payment component once; every host serves it shortly
+/// after, `eventhost plugins` shows it on each, and a host started afterwards starts with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_deployed_once_serves_on_every_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database().await;
+    let config = cluster_config(dir.path(), &url);
+    let hosts = start_hosts(&config, 3).await;
+    let v2 = plugins_dir().join("payment-v2.wasm");
+    let deployed = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eventhost"))
+        .arg("deploy")
+        .arg(&config)
+        .arg(&v2)
+        .args(["--name", "payment"])
+        .output()
+        .expect("eventhost deploy runs");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "deploy failed: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = eventhost::runtime::version_of(&std::fs::read(&v2).unwrap());
+    assert!(said.contains(&version), "deploy names the version: {said}");
+    for host in &hosts {
+        eventually(
+            Duration::from_secs(10),
+            "the host serves the deployed version",
+            || async {
+                (serving(&host.url, "payment").await.as_deref() == Some(version.as_str()))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    println!(
+        "every host served the new version {:?} after the deploy",
+        deployed.elapsed()
+    );
+    // Hosts report a new version within a moment of serving it.
+    let listed = eventually(
+        Duration::from_secs(5),
+        "each host's version is listed",
+        || async {
+            let listed = std::process::Command::new(env!("CARGO_BIN_EXE_eventhost"))
+                .arg("plugins")
+                .arg(&config)
+                .output()
+                .expect("eventhost plugins runs");
+            let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+            let payment = listed.lines().find(|l| l.starts_with("payment"))?;
+            (payment.matches(&format!("={version}")).count() == 3).then_some(listed)
+        },
+    )
+    .await;
+    assert!(
+        listed.contains(&format!("payment                  {version}")),
+        "{listed}"
+    );
+    // On another machine: its plugins folder still holds the old payment component.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let late = start_hosts(&cluster_config(elsewhere.path(), &url), 1)
+        .await
+        .remove(0);
+    assert_eq!(
+        serving(&late.url, "payment").await,
+        Some(version.clone()),
+        "a host started later starts with the deployed version"
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_eventhost"))
+        .arg("deploy")
+        .arg(&config)
+        .arg(&config)
+        .args(["--name", "payment"])
+        .output()
+        .expect("eventhost deploy runs");
+    assert!(
+        !bad.status.success(),
+        "a file that is no component is refused"
+    );
+    assert_eq!(
+        serving(&late.url, "payment").await,
+        Some(version),
+        "and changes nothing"
+    );
+    for host in hosts.into_iter().chain([late]) {
         host.stop().await;
     }
 }
