@@ -413,7 +413,7 @@ async fn fleet_plugins(url: &str) -> anyhow::Result<String> {
     let mut names: std::collections::BTreeSet<&String> = deployed.keys().collect();
     names.extend(hosts.iter().flat_map(|h| h.plugins.keys()));
     let mut out = String::new();
-    let _ = writeln!(out, "{:<24} {:<14} {}", "PLUGIN", "DEPLOYED", "HOSTS");
+    let _ = writeln!(out, "{:<24} {:<14} HOSTS", "PLUGIN", "DEPLOYED");
     for name in names {
         let serving: Vec<String> = (hosts.iter())
             .map(|host| {
