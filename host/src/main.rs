@@ -542,6 +542,7 @@ async fn tail_topic(
             let settings = KafkaSettings {
                 bootstrap: kafka.bootstrap.clone(),
                 client_id: kafka.client_id.clone(),
+                instance: None,
                 options: kafka.options.clone(),
             };
             match KafkaBus::new(settings) {

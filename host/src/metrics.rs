@@ -36,6 +36,11 @@ struct PluginLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabel {
+    host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicLabel {
     topic: String,
 }
@@ -89,6 +94,7 @@ pub struct Metrics {
     lag: Family<LagLabels, Gauge>,
     instances: Gauge,
     memory_peak: Family<PluginLabel, Gauge>,
+    host: Family<HostLabel, Gauge>,
     /// Scrapes render one at a time: lag is replaced as a whole before each.
     render: Mutex<()>,
 }
@@ -171,8 +177,15 @@ impl Metrics {
             "The largest linear memory any instance of a plugin had, by plugin",
             memory_peak.clone(),
         );
+        let host = Family::default();
+        registry.register(
+            "host_info",
+            "1, labelled with this host's id among the hosts of a fleet",
+            host.clone(),
+        );
         Metrics {
             registry,
+            host,
             memory_peak,
             inputs,
             handler_seconds,
@@ -242,6 +255,13 @@ impl Metrics {
             status,
         };
         self.http_requests.get_or_create(&labels).inc();
+    }
+
+    /// This host is known as `id`.
+    pub fn host(&self, id: &str) {
+        self.host.clear();
+        let labels = HostLabel { host: id.into() };
+        self.host.get_or_create(&labels).set(1);
     }
 
     /// A plugin version was loaded (`ok`) or rejected.

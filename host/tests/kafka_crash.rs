@@ -114,6 +114,7 @@ fn test_bus(client_id: &str) -> Arc<dyn Bus> {
         KafkaBus::new(KafkaSettings {
             bootstrap: kafka_bootstrap(),
             client_id: client_id.into(),
+            instance: None,
             options,
         })
         .expect("kafka bus"),

@@ -30,7 +30,7 @@ const GONE_AFTER_SECS: f64 = 10.0;
 /// One host of the fleet, as it reported itself.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostReport {
-    /// The host's id (`EVENTHOST_HOST_ID`, else `<hostname>:<port>`).
+    /// The host's id (see [`host_id`]).
     pub id: String,
     /// Where it serves HTTP.
     pub url: String,
@@ -38,9 +38,10 @@ pub struct HostReport {
     pub plugins: BTreeMap<String, String>,
 }
 
-/// The id of a host serving on `port`: `EVENTHOST_HOST_ID` when set, else the machine's name
-/// and the port, which stay the same across restarts.
-pub fn host_id(port: u16) -> String {
+/// The id of a host listening on `listen`: `EVENTHOST_HOST_ID` when set, else the machine's
+/// name and the port, which stay the same across restarts (the process id when the port is
+/// picked at start).
+pub fn host_id(listen: std::net::SocketAddr) -> String {
     if let Ok(id) = std::env::var("EVENTHOST_HOST_ID")
         && !id.trim().is_empty()
     {
@@ -51,7 +52,10 @@ pub fn host_id(port: u16) -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    format!("{name}:{port}")
+    match listen.port() {
+        0 => format!("{name}:pid-{}", std::process::id()),
+        port => format!("{name}:{port}"),
+    }
 }
 
 /// Stores `bytes` as plugin `name`'s component and makes it the deployed version; returns the

@@ -45,6 +45,8 @@ pub struct Host {
     reload_from: Option<PathBuf>,
     /// A shared store, whose committed messages this host relays to the bus.
     postgres: Option<Arc<PostgresStore>>,
+    /// This host's id among the hosts of a fleet.
+    id: String,
 }
 
 /// A host that serves HTTP and consumes its subscriptions until [`RunningHost::stop`].
@@ -68,6 +70,7 @@ impl Host {
     /// Opens the store and the bus, declares the topics, and loads every plugin. Any plugin
     /// that fails to load or lacks a handler its wiring needs is an error.
     pub async fn build(mut config: Config) -> anyhow::Result<Host> {
+        let id = fleet::host_id(config.server.listen);
         let (store, postgres): (Arc<dyn StateStore>, _) = match &config.state {
             StateConfig::Embedded { path } => {
                 let store = EmbeddedStore::open(path)
@@ -87,6 +90,9 @@ impl Host {
             BusConfig::Kafka(kafka) => Arc::new(KafkaBus::new(KafkaSettings {
                 bootstrap: kafka.bootstrap.clone(),
                 client_id: kafka.client_id.clone(),
+                // Hosts of a fleet share the consumer groups, so each needs transactional
+                // ids of its own.
+                instance: postgres.is_some().then(|| id.clone()),
                 options: kafka.options.clone(),
             })?),
         };
@@ -107,6 +113,7 @@ impl Host {
         }
         // Inputs read through the pending writes of inputs still committing.
         let metrics = Arc::new(Metrics::new());
+        metrics.host(&id);
         let pending = PendingStore::new(store, metrics.clone());
         let runtime = Arc::new(Runtime::new(
             runtime_settings(&config, bus.max_message_bytes()),
@@ -153,6 +160,7 @@ impl Host {
             http,
             reload_from: None,
             postgres,
+            id,
         })
     }
 
@@ -218,7 +226,7 @@ impl Host {
             None => crate::http::router_with(self.http.clone(), readiness.merge(admin)),
         };
         servers.push(serve(listener, app, limits, shutdown.clone()));
-        let id = fleet::host_id(addr.port());
+        let id = self.id.clone();
         let _ = self.deployment.host_id.set(id.clone());
         let relay = CancellationToken::new();
         let mut relaying = Vec::new();

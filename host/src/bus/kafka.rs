@@ -62,6 +62,9 @@ pub struct KafkaSettings {
     pub bootstrap: String,
     /// `client.id`.
     pub client_id: String,
+    /// This host's id when other hosts consume the same groups; it goes into the
+    /// transactional ids, which must differ between hosts.
+    pub instance: Option<String>,
     /// Raw librdkafka properties, applied last so they can override the defaults.
     pub options: BTreeMap<String, String>,
 }
@@ -396,12 +399,13 @@ impl Bus for KafkaBus {
         let consumer = self.consumer(group, handler.outbox.is_some())?;
         // One transactional id per subscription of this host: a restarted host fences its
         // earlier self and aborts what it left open.
+        let id = match &self.settings.instance {
+            Some(host) => format!("{}-{host}-{group}-{topic}", self.settings.client_id),
+            None => format!("{}-{group}-{topic}", self.settings.client_id),
+        };
         let mut transactional = self.settings.client_config();
         transactional
-            .set(
-                "transactional.id",
-                format!("{}-{group}-{topic}", self.settings.client_id),
-            )
+            .set("transactional.id", id)
             .set_all(&self.settings.options);
         let (topic, group) = (topic.to_string(), group.to_string());
         let problems = self.reachability.clone();

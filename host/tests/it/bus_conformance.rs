@@ -415,6 +415,7 @@ fn kafka() -> Arc<dyn Bus> {
         KafkaBus::new(KafkaSettings {
             bootstrap,
             client_id: "conformance".into(),
+            instance: None,
             options,
         })
         .expect("kafka bus"),

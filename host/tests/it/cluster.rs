@@ -63,7 +63,7 @@ fn quantity(cart: &Value, item: &str) -> i64 {
 }
 
 /// 40 concurrent "add 1" to one cart, spread over three hosts: none is lost, every host
-/// answers with all 40, and so does a host started afterwards.
+/// answers with all 40, and so does a host started afterwards. Each host names itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_concurrent_adds_to_one_cart_through_three_hosts_all_count() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,6 +90,25 @@ async fn forty_concurrent_adds_to_one_cart_through_three_hosts_all_count() {
             host.url
         );
     }
+    let mut ids = std::collections::BTreeSet::new();
+    for host in &hosts {
+        let (_, status) = send(
+            reqwest::Method::GET,
+            format!("{}/admin/plugins", host.url),
+            None,
+        )
+        .await;
+        let id = status["host"]
+            .as_str()
+            .expect("the host names itself")
+            .to_string();
+        let metrics = reqwest::get(format!("{}/metrics", host.url)).await.unwrap();
+        let metrics = metrics.text().await.unwrap();
+        let line = format!("eventhost_host_info{{host=\"{id}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in its metrics");
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 3, "each host has an id of its own: {ids:?}");
     let late = start_hosts(&config, 1).await.remove(0);
     let (_, cart) = send(
         reqwest::Method::GET,
