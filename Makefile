@@ -3,7 +3,7 @@
 CARGO ?= cargo
 COOLSTORE ?= examples/coolstore/eventhost.toml
 
-.PHONY: build plugins shop-plugins host test lint bench soak run run-kafka run-hello kafka-start kafka-stop clean
+.PHONY: build plugins shop-plugins host test lint bench soak run run-kafka run-cluster run-hello kafka-start kafka-stop clean
 
 build: plugins host
 
@@ -36,6 +36,11 @@ run: shop-plugins
 # The same shop on a real Kafka broker (started here, left running; stop it with make kafka-stop).
 run-kafka: shop-plugins kafka-start
 	$(CARGO) run --bin eventhost -- run examples/coolstore/eventhost-kafka.toml
+
+# The same shop as a fleet: the broker, PostgreSQL and three hosts on ports 8081-8083 sharing
+# the state (the broker and the database are left running). Ctrl-C stops the hosts.
+run-cluster: shop-plugins
+	bash scripts/run-cluster examples/coolstore/eventhost-cluster.toml
 
 # The smallest example: one plugin, one route, at http://127.0.0.1:8080/hello/you.
 run-hello: plugins
