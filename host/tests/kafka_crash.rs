@@ -288,6 +288,16 @@ plugin = "testkit"
         }
     }
 
+    /// Keeps the state in the PostgreSQL database at `url` instead of the state file, for
+    /// several hosts to share.
+    fn share_state(&self, url: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let file = format!("[state]\npath = \"{}\"", self.state.display());
+        assert!(text.contains(&file), "the config has a state file");
+        let shared = format!("[state]\nkind = \"postgres\"\nurl = \"{url}\"");
+        std::fs::write(&self.config, text.replace(&file, &shared)).unwrap();
+    }
+
     /// Input `record:<n>`, keyed so that inputs spread over every partition.
     fn input_message(&self, n: usize) -> OutMessage {
         OutMessage {
@@ -882,7 +892,122 @@ async fn exactly_once_survives_kill_9_and_a_broker_restart_with_each_result_once
     );
 }
 
-// --- 3. broker restart under load ----------------------------------------------------------
+// --- 3. a fleet on PostgreSQL: kill -9 one host, restart another -----------------------------
+
+const FLEET_INPUTS: usize = 10_000;
+
+/// A free loopback port: a host restarted on the same port keeps its id (and so its
+/// transactional ids, with which it fences what its killed predecessor left open).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("an address").port()
+}
+
+/// One host of the fleet on `port`, its state in the scenario's database.
+async fn spawn_fleet_host(scenario: &Scenario, port: u16, label: &str) -> HostProcess {
+    let log = scenario.dir.path().join(format!("host-{label}.log"));
+    let listen = format!("127.0.0.1:{port}");
+    let filter = "info,wasmtime=warn,cranelift=warn";
+    HostProcess::start(&scenario.config, &["--listen", &listen], filter, &log).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_postgres_keeps_exactly_once_through_a_kill_9_and_a_restart() {
+    let _serial = SERIAL.lock().await;
+    let _broker = BrokerGuard::new();
+    let began = Instant::now();
+    let bus = test_bus("fleet-test");
+    let tuning = Tuning {
+        exactly_once: true,
+        ..DEFAULTS
+    };
+    let scenario = Scenario::new(&bus, "fleet", tuning).await;
+    scenario.share_state(&common::fresh_database().await);
+    let messages: Vec<_> = (0..FLEET_INPUTS)
+        .map(|n| scenario.count_message(n))
+        .collect();
+    for batch in messages.chunks(500) {
+        bus.publish(batch.to_vec()).await.expect("inputs produced");
+    }
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for n in 0..FLEET_INPUTS {
+        *expected.entry(counter_key(n)).or_default() += 1;
+    }
+    let outputs = TopicReader::start(&bus, &scenario.output);
+    let ports = [free_port(), free_port(), free_port()];
+    let mut hosts = Vec::new();
+    for (n, port) in ports.iter().enumerate() {
+        hosts.push(spawn_fleet_host(&scenario, *port, &format!("{n}")).await);
+    }
+    let progress = |at_least: usize, what: &'static str| {
+        let outputs = &outputs;
+        eventually(Duration::from_secs(240), what, move || async move {
+            match outputs.len() {
+                n if n >= at_least => Ok(n),
+                n => Err(format!("{n} of {FLEET_INPUTS} results")),
+            }
+        })
+    };
+
+    // 1. kill -9 one host mid-stream, and start it again on its port.
+    let at_kill = progress(FLEET_INPUTS / 5, "some results").await;
+    hosts[0].kill9();
+    hosts[0] = spawn_fleet_host(&scenario, ports[0], "0-again").await;
+
+    // 2. Stop another one cleanly and start it again.
+    let at_restart = progress(FLEET_INPUTS / 2, "results after the kill").await;
+    let stopped = hosts.remove(1);
+    stopped.stop().await;
+    hosts.insert(1, spawn_fleet_host(&scenario, ports[1], "1-again").await);
+
+    // 3. Every result, then nothing more.
+    progress(FLEET_INPUTS, "every result").await;
+    let client = http();
+    let state = eventually(Duration::from_secs(60), "the counters", || async {
+        let response = client
+            .get(format!("{}/t/state-scan?prefix=count:", hosts[2].url))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let entries: BTreeMap<String, String> = response.json().await.map_err(|e| e.to_string())?;
+        Ok(entries)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let by_key = counts_by_key(&outputs);
+    let total: usize = by_key.values().map(Vec::len).sum();
+    assert_eq!(
+        total, FLEET_INPUTS,
+        "results seen by a read_committed consumer"
+    );
+    for (key, n) in &expected {
+        let counts = by_key.get(key).cloned().unwrap_or_default();
+        let once: Vec<u64> = (1..=*n).collect();
+        assert_eq!(
+            counts, once,
+            "the results of {key}: each count once, in order"
+        );
+        assert_eq!(
+            state.get(&format!("count:{key}")),
+            Some(&n.to_string()),
+            "the counter of {key} applied each input once"
+        );
+    }
+    let dead = read_all(&bus, &scenario.dead_letter, 1).await;
+    assert!(dead.is_empty(), "dead-lettered inputs: {dead:?}");
+    outputs.close().await;
+    for host in hosts {
+        host.stop().await;
+    }
+    println!(
+        "fleet: {FLEET_INPUTS} inputs over {PARTITIONS} partitions and three hosts sharing \
+         PostgreSQL; one killed at {at_kill} results, another restarted at {at_restart}; every \
+         result once and in order, every counter exact; test took {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+}
+
+// --- 4. broker restart under load ----------------------------------------------------------
 
 const BATCH: usize = 5;
 

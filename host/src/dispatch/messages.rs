@@ -113,11 +113,12 @@ impl Dispatcher {
             (from, record.offset)
         });
         if let Some((from, offset)) = &consumed {
-            match self.pending.outbox(from, *offset..=*offset) {
-                // Applied before a crash and not yet published: the transaction that commits
-                // its offset publishes it. Running it again would apply it twice.
-                Ok(entries) if !entries.is_empty() => return Finish::now(Handled::Commit),
-                Ok(_) => {}
+            match self.pending.applied(from, *offset) {
+                // Applied before a crash (or by the partition's previous owner): the
+                // transaction that commits its offset publishes it. Running it again would
+                // apply it twice.
+                Ok(true) => return Finish::now(Handled::Commit),
+                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(input = %format!("{}/{}@{}", record.topic, record.partition, record.offset),
                         "cannot read the outbox, running again later: {}", Chain(&e));

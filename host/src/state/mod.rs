@@ -155,4 +155,10 @@ pub trait StateStore: Send + Sync + 'static {
     /// Drops the outbox entries of `from` below `offset`: they are published and their
     /// offsets committed.
     fn drop_outbox_below(&self, from: &Consumed, offset: i64) -> Result<(), StateError>;
+
+    /// True when the record at `offset` of `from` was applied: its outbox entry is there (not
+    /// yet published), or (a shared store) it is below what was published already.
+    fn applied(&self, from: &Consumed, offset: i64) -> Result<bool, StateError> {
+        Ok(!self.outbox(from, offset..=offset)?.is_empty())
+    }
 }

@@ -268,6 +268,10 @@ impl StateStore for PendingStore {
     fn drop_outbox_below(&self, from: &Consumed, offset: i64) -> Result<(), StateError> {
         self.store.drop_outbox_below(from, offset)
     }
+
+    fn applied(&self, from: &Consumed, offset: i64) -> Result<bool, StateError> {
+        self.store.applied(from, offset)
+    }
 }
 
 impl Ticket {

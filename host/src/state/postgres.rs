@@ -67,6 +67,13 @@ CREATE TABLE IF NOT EXISTS eventhost_outbox (
     messages bytea NOT NULL,
     PRIMARY KEY (consumer_group, topic, partition, record_offset)
 );
+CREATE TABLE IF NOT EXISTS eventhost_published (
+    consumer_group text NOT NULL,
+    topic text NOT NULL,
+    partition integer NOT NULL,
+    below bigint NOT NULL,
+    PRIMARY KEY (consumer_group, topic, partition)
+);
 CREATE TABLE IF NOT EXISTS eventhost_relay (
     id bigserial PRIMARY KEY,
     messages bytea NOT NULL
@@ -371,19 +378,50 @@ impl StateStore for PostgresStore {
     fn drop_outbox_below(&self, from: &Consumed, offset: i64) -> Result<(), StateError> {
         let (pool, from) = (self.pool.clone(), from.clone());
         self.block(async move {
+            let failed = || StateError::failed("cannot trim the outbox");
+            let mut client = pool
+                .get()
+                .await
+                .map_err(StateError::failed("cannot connect"))?;
+            // The mark moves first: a late claim of a record below it then waits, and fails.
+            let tx = client.transaction().await.map_err(failed())?;
+            tx.execute(
+                "INSERT INTO eventhost_published (consumer_group, topic, partition, below) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (consumer_group, topic, partition) \
+                 DO UPDATE SET below = GREATEST(eventhost_published.below, EXCLUDED.below)",
+                &[&from.group, &from.topic, &from.partition, &offset],
+            )
+            .await
+            .map_err(failed())?;
+            tx.execute(
+                "DELETE FROM eventhost_outbox WHERE consumer_group = $1 AND topic = $2 \
+                 AND partition = $3 AND record_offset < $4",
+                &[&from.group, &from.topic, &from.partition, &offset],
+            )
+            .await
+            .map_err(failed())?;
+            tx.commit().await.map_err(failed())
+        })
+    }
+
+    fn applied(&self, from: &Consumed, offset: i64) -> Result<bool, StateError> {
+        let (pool, from) = (self.pool.clone(), from.clone());
+        self.block(async move {
             let client = pool
                 .get()
                 .await
                 .map_err(StateError::failed("cannot connect"))?;
-            client
-                .execute(
-                    "DELETE FROM eventhost_outbox WHERE consumer_group = $1 AND topic = $2 \
-                     AND partition = $3 AND record_offset < $4",
+            let row = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM eventhost_outbox WHERE consumer_group = $1 \
+                     AND topic = $2 AND partition = $3 AND record_offset = $4) \
+                     OR EXISTS (SELECT 1 FROM eventhost_published WHERE consumer_group = $1 \
+                     AND topic = $2 AND partition = $3 AND below > $4)",
                     &[&from.group, &from.topic, &from.partition, &offset],
                 )
                 .await
-                .map_err(StateError::failed("cannot trim the outbox"))?;
-            Ok(())
+                .map_err(StateError::failed("cannot read the outbox"))?;
+            Ok(row.get(0))
         })
     }
 }
@@ -419,9 +457,11 @@ async fn apply_once(pool: &Pool, batch: &Batch) -> Result<Refused, TxError> {
         .await?;
     let mut refused = Refused::new();
     for (n, change) in batch.changes.iter().enumerate() {
-        if holds(&tx, change).await? {
+        let applied = holds(&tx, change).await? && claim(&tx, change).await? && {
             write(&tx, change).await?;
-        } else {
+            true
+        };
+        if !applied {
             refused.push(n);
         }
     }
@@ -460,7 +500,54 @@ async fn holds(tx: &Transaction<'_>, change: &Change) -> Result<bool, tokio_post
     Ok(true)
 }
 
-/// Applies `change`: its writes (the last of each key), outbox entry and relayed messages.
+/// Adds `change`'s outbox entry, if it has one; false when its record was applied already: its
+/// entry is there, or it is below what was published. That happens when a host still finishes
+/// a record of a partition a rebalance gave to another host, which ran it too.
+async fn claim(tx: &Transaction<'_>, change: &Change) -> Result<bool, tokio_postgres::Error> {
+    let Some(entry) = &change.outbox else {
+        return Ok(true);
+    };
+    let from = &entry.from;
+    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+        [&from.group, &from.topic, &from.partition];
+    tx.execute(
+        "INSERT INTO eventhost_published (consumer_group, topic, partition, below) \
+         VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+        &key,
+    )
+    .await?;
+    // Shared: the publisher moving the mark waits for this transaction, or this one sees its
+    // move (or fails to serialize, and runs again).
+    let below: i64 = tx
+        .query_one(
+            "SELECT below FROM eventhost_published \
+             WHERE consumer_group = $1 AND topic = $2 AND partition = $3 FOR SHARE",
+            &key,
+        )
+        .await?
+        .get(0);
+    if entry.offset < below {
+        return Ok(false);
+    }
+    let added = tx
+        .execute(
+            "INSERT INTO eventhost_outbox \
+             (consumer_group, topic, partition, record_offset, messages) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (consumer_group, topic, partition, record_offset) DO NOTHING",
+            &[
+                &from.group,
+                &from.topic,
+                &from.partition,
+                &entry.offset,
+                &outbox::encode(&entry.messages),
+            ],
+        )
+        .await?;
+    Ok(added == 1)
+}
+
+/// Applies `change`: its writes (the last of each key) and relayed messages.
 async fn write(tx: &Transaction<'_>, change: &Change) -> Result<(), tokio_postgres::Error> {
     let last: BTreeMap<&str, Option<&[u8]>> = (change.writes.iter())
         .map(|(key, value)| (key.as_str(), value.as_deref()))
@@ -488,24 +575,6 @@ async fn write(tx: &Transaction<'_>, change: &Change) -> Result<(), tokio_postgr
         tx.execute(
             "DELETE FROM eventhost_state WHERE namespace = $1 AND key = ANY($2)",
             &[&change.namespace, &gone],
-        )
-        .await?;
-    }
-    if let Some(entry) = &change.outbox {
-        let from = &entry.from;
-        tx.execute(
-            "INSERT INTO eventhost_outbox \
-             (consumer_group, topic, partition, record_offset, messages) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (consumer_group, topic, partition, record_offset) \
-             DO UPDATE SET messages = EXCLUDED.messages",
-            &[
-                &from.group,
-                &from.topic,
-                &from.partition,
-                &entry.offset,
-                &outbox::encode(&entry.messages),
-            ],
         )
         .await?;
     }
