@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::handover::{HANDOVER_WAIT, Handover};
 use super::pipeline::{self, PartitionSource};
 use super::transactions;
 use super::{
@@ -106,13 +107,15 @@ impl Reachability {
 type Lags = Mutex<BTreeMap<(String, String, i32), i64>>;
 
 /// librdkafka callbacks: health from error events and statistics, consumer lag from
-/// statistics, commit of stored offsets on revoke.
+/// statistics, handover and commit of stored offsets on revoke.
 #[derive(Clone)]
 struct Context {
     reachability: Arc<Reachability>,
     /// The consumer group, for a consumer's context.
     group: Option<String>,
     lags: Arc<Lags>,
+    /// A consumer's records in flight, per partition.
+    handover: Arc<Handover>,
 }
 
 impl ClientContext for Context {
@@ -157,6 +160,23 @@ impl ClientContext for Context {
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
+            let revoked: Vec<(String, i32)> = (partitions.elements().iter())
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            let release = || self.handover.release(&revoked, HANDOVER_WAIT);
+            // The callback runs on an async worker (inside the consumer's poll): hand its other
+            // tasks to another thread while this one waits for the records to finish.
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            let busy = if multi_thread {
+                tokio::task::block_in_place(release)
+            } else {
+                release()
+            };
+            if !busy.is_empty() {
+                tracing::warn!(partitions = ?busy, "revoked partitions released with records \
+                    still running after {HANDOVER_WAIT:?}; their next owner may run them again");
+            }
             // Commit what was finished while we still own these partitions.
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => tracing::info!(
@@ -193,6 +213,7 @@ impl KafkaBus {
                 reachability: reachability.clone(),
                 group: None,
                 lags: lags.clone(),
+                handover: Arc::default(),
             })
             .map_err(|e| BusError::other("cannot create the kafka producer", cause(e)))?;
         Ok(KafkaBus {
@@ -231,6 +252,7 @@ impl KafkaBus {
                 reachability: self.reachability.clone(),
                 group: Some(group.to_string()),
                 lags: self.lags.clone(),
+                handover: Arc::default(),
             })
             .map_err(|e| BusError::other("cannot create the kafka consumer", cause(e)))?;
         Ok(Arc::new(consumer))
@@ -483,6 +505,7 @@ impl Bus for KafkaBus {
                     reachability: Arc::default(),
                     group: None,
                     lags: Arc::default(),
+                    handover: Arc::default(),
                 })
                 .map_err(|e| BusError::other("cannot create the kafka consumer", cause(e)))?;
             let consumer = Arc::new(consumer);
@@ -764,6 +787,7 @@ impl Committer {
 /// One partition's own queue, split off the consumer's main queue.
 struct PartitionQueue {
     committer: Committer,
+    handover: Arc<Handover>,
     queue: StreamPartitionQueue<Context>,
     topic: String,
     partition: i32,
@@ -777,7 +801,9 @@ impl PartitionSource for PartitionQueue {
                 match self.queue.recv().await {
                     Ok(message) => {
                         self.reachability.set(None);
-                        return Some(to_record(&message));
+                        let record = to_record(&message);
+                        (self.handover).taken(&self.topic, self.partition, record.offset);
+                        return Some(record);
                     }
                     Err(e) => {
                         let (topic, partition) = (&self.topic, self.partition);
@@ -791,12 +817,14 @@ impl PartitionSource for PartitionQueue {
 
     fn commit(&mut self, offset: i64) {
         self.committer.commit(&self.topic, self.partition, offset);
+        (self.handover).finished(&self.topic, self.partition, offset);
     }
 }
 
 /// A partition added to the topic while consuming: its records come through the main queue.
 struct AddedPartition {
     committer: Committer,
+    handover: Arc<Handover>,
     records: mpsc::Receiver<Record>,
     topic: String,
     partition: i32,
@@ -804,11 +832,17 @@ struct AddedPartition {
 
 impl PartitionSource for AddedPartition {
     fn next(&mut self) -> BoxFuture<'_, Option<Record>> {
-        self.records.recv().boxed()
+        async move {
+            let record = self.records.recv().await?;
+            (self.handover).taken(&self.topic, self.partition, record.offset);
+            Some(record)
+        }
+        .boxed()
     }
 
     fn commit(&mut self, offset: i64) {
         self.committer.commit(&self.topic, self.partition, offset);
+        (self.handover).finished(&self.topic, self.partition, offset);
     }
 }
 
@@ -849,6 +883,14 @@ async fn consume(
             )
         }
     };
+    // Once shutting down, a revoke (the final one included) no longer waits for records.
+    tokio::spawn({
+        let (handover, shutdown) = (consumer.context().handover.clone(), shutdown.clone());
+        async move {
+            shutdown.cancelled().await;
+            handover.close();
+        }
+    });
     // Split every partition off the main queue before subscribing, so no record of this
     // topic is ever delivered through the shared queue.
     let mut tasks = Vec::new();
@@ -858,6 +900,7 @@ async fn consume(
             .ok_or_else(|| BusError::other(format!("cannot split {topic}/{partition}"), None))?;
         let source = PartitionQueue {
             committer: committer.clone(),
+            handover: consumer.context().handover.clone(),
             queue,
             topic: topic.to_string(),
             partition,
@@ -897,6 +940,7 @@ async fn consume(
                     let (feed, records) = mpsc::channel(handler.max_pending);
                     let source = AddedPartition {
                         committer: committer.clone(),
+                        handover: consumer.context().handover.clone(),
                         records,
                         topic: topic.clone(),
                         partition,

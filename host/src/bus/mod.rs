@@ -7,6 +7,7 @@
 //! Retries and dead letters are not the bus's job: they live in the dispatcher.
 
 mod embedded;
+mod handover;
 mod kafka;
 mod partition_log;
 mod pipeline;

@@ -10,6 +10,11 @@
 //! and published from there by one host at a time, in commit order; a host that dies before
 //! publishing leaves them to the next.
 //!
+//! For exactly-once subscriptions, a record's outbox entry is its claim: a second claim of the
+//! same record (a host finishing a record of a partition that a rebalance gave to another
+//! host, which ran it too) is refused, and so is one below the partition's published mark,
+//! where entries were published and dropped. The record then counts as applied.
+//!
 //! The [`StateStore`] trait is synchronous, as guests call it from inside a call: the store
 //! runs its driver on a small runtime of its own and blocks the calling thread on it, as the
 //! embedded store blocks on its disk.
