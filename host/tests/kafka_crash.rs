@@ -784,6 +784,45 @@ fn counts_by_key(outputs: &TopicReader) -> BTreeMap<String, Vec<u64>> {
     by_key
 }
 
+/// Exactly once, as a `read_committed` reader of `outputs` and the counters of the host at
+/// `url` see it: every key's results are `1, 2, ..., n` (its `expected` number of inputs), and
+/// its counter is `n`.
+async fn assert_counted_once(url: &str, outputs: &TopicReader, expected: &BTreeMap<String, u64>) {
+    let client = http();
+    let state = eventually(Duration::from_secs(60), "the counters", || async {
+        let response = client
+            .get(format!("{url}/t/state-scan?prefix=count:"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let entries: BTreeMap<String, String> = response.json().await.map_err(|e| e.to_string())?;
+        Ok(entries)
+    })
+    .await;
+    // Anything published twice would have arrived by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let by_key = counts_by_key(outputs);
+    let total: u64 = by_key.values().map(|counts| counts.len() as u64).sum();
+    assert_eq!(
+        total,
+        expected.values().sum::<u64>(),
+        "results seen by a read_committed consumer"
+    );
+    for (key, n) in expected {
+        let counts = by_key.get(key).cloned().unwrap_or_default();
+        let once: Vec<u64> = (1..=*n).collect();
+        assert_eq!(
+            counts, once,
+            "the results of {key}: each count once, in order"
+        );
+        assert_eq!(
+            state.get(&format!("count:{key}")),
+            Some(&n.to_string()),
+            "the counter of {key} applied each input once"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_survives_kill_9_and_a_broker_restart_with_each_result_once() {
     let _serial = SERIAL.lock().await;
@@ -849,37 +888,7 @@ async fn exactly_once_survives_kill_9_and_a_broker_restart_with_each_result_once
         }
     })
     .await;
-    let client = http();
-    let state = eventually(Duration::from_secs(60), "the counters", || async {
-        let response = client
-            .get(format!("{}/t/state-scan?prefix=count:", host.url))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let entries: BTreeMap<String, String> = response.json().await.map_err(|e| e.to_string())?;
-        Ok(entries)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let by_key = counts_by_key(&outputs);
-    let total: usize = by_key.values().map(Vec::len).sum();
-    assert_eq!(
-        total, EXACTLY_ONCE_INPUTS,
-        "results seen by a read_committed consumer"
-    );
-    for (key, n) in &expected {
-        let counts = by_key.get(key).cloned().unwrap_or_default();
-        let once: Vec<u64> = (1..=*n).collect();
-        assert_eq!(
-            counts, once,
-            "the results of {key}: each count once, in order"
-        );
-        assert_eq!(
-            state.get(&format!("count:{key}")),
-            Some(&n.to_string()),
-            "the counter of {key} applied each input once"
-        );
-    }
+    assert_counted_once(&host.url, &outputs, &expected).await;
     let dead = read_all(&bus, &scenario.dead_letter, 1).await;
     assert!(dead.is_empty(), "dead-lettered inputs: {dead:?}");
     outputs.close().await;
@@ -962,37 +971,7 @@ async fn a_fleet_on_postgres_keeps_exactly_once_through_a_kill_9_and_a_restart()
 
     // 3. Every result, then nothing more.
     progress(FLEET_INPUTS, "every result").await;
-    let client = http();
-    let state = eventually(Duration::from_secs(60), "the counters", || async {
-        let response = client
-            .get(format!("{}/t/state-scan?prefix=count:", hosts[2].url))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let entries: BTreeMap<String, String> = response.json().await.map_err(|e| e.to_string())?;
-        Ok(entries)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let by_key = counts_by_key(&outputs);
-    let total: usize = by_key.values().map(Vec::len).sum();
-    assert_eq!(
-        total, FLEET_INPUTS,
-        "results seen by a read_committed consumer"
-    );
-    for (key, n) in &expected {
-        let counts = by_key.get(key).cloned().unwrap_or_default();
-        let once: Vec<u64> = (1..=*n).collect();
-        assert_eq!(
-            counts, once,
-            "the results of {key}: each count once, in order"
-        );
-        assert_eq!(
-            state.get(&format!("count:{key}")),
-            Some(&n.to_string()),
-            "the counter of {key} applied each input once"
-        );
-    }
+    assert_counted_once(&hosts[2].url, &outputs, &expected).await;
     let dead = read_all(&bus, &scenario.dead_letter, 1).await;
     assert!(dead.is_empty(), "dead-lettered inputs: {dead:?}");
     outputs.close().await;

@@ -8,8 +8,9 @@
 //! since the last commit.
 //!
 //! Each partition has its own queue and pipeline task, so partitions run in parallel and one
-//! slow partition never blocks another. Stored offsets are committed when partitions are revoked
-//! and at shutdown; offsets of partitions this consumer no longer owns are never stored.
+//! slow partition never blocks another. A revoked partition is released once the records its
+//! pipeline took have finished (see `handover`), and its stored offsets are committed then and
+//! at shutdown; offsets of partitions this consumer no longer owns are never stored.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

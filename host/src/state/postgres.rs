@@ -196,6 +196,24 @@ impl PostgresStore {
         task.await?
     }
 
+    /// The rows of `query` (a prepared statement, kept per connection) for a namespace and a
+    /// key or prefix.
+    fn rows(
+        &self,
+        query: &'static str,
+        what: &'static str,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Vec<tokio_postgres::Row>, StateError> {
+        let (pool, namespace, key) = (self.pool.clone(), namespace.to_string(), key.to_string());
+        self.block(async move {
+            let client = (pool.get().await).map_err(StateError::failed("cannot connect"))?;
+            let statement =
+                (client.prepare_cached(query).await).map_err(StateError::failed(what))?;
+            (client.query(&statement, &[&namespace, &key]).await).map_err(StateError::failed(what))
+        })
+    }
+
     fn runtime(&self) -> &tokio::runtime::Runtime {
         self.runtime.as_ref().expect("the runtime lives until drop")
     }
@@ -272,43 +290,14 @@ pub fn redacted(url: &str) -> String {
 
 impl StateStore for PostgresStore {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let (pool, namespace, key) = (self.pool.clone(), namespace.to_string(), key.to_string());
-        self.block(async move {
-            let client = pool
-                .get()
-                .await
-                .map_err(StateError::failed("cannot connect"))?;
-            let query = "SELECT value FROM eventhost_state WHERE namespace = $1 AND key = $2";
-            let statement = client
-                .prepare_cached(query)
-                .await
-                .map_err(StateError::failed("cannot read"))?;
-            let row = client
-                .query_opt(&statement, &[&namespace, &key])
-                .await
-                .map_err(StateError::failed("cannot read"))?;
-            Ok(row.map(|row| row.get(0)))
-        })
+        let query = "SELECT value FROM eventhost_state WHERE namespace = $1 AND key = $2";
+        let rows = self.rows(query, "cannot read", namespace, key)?;
+        Ok(rows.first().map(|row| row.get(0)))
     }
 
     fn scan(&self, namespace: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
-        let (pool, namespace, prefix) =
-            (self.pool.clone(), namespace.to_string(), prefix.to_string());
-        self.block(async move {
-            let client = pool
-                .get()
-                .await
-                .map_err(StateError::failed("cannot connect"))?;
-            let statement = client
-                .prepare_cached(SCAN)
-                .await
-                .map_err(StateError::failed("cannot scan"))?;
-            let rows = client
-                .query(&statement, &[&namespace, &prefix])
-                .await
-                .map_err(StateError::failed("cannot scan"))?;
-            Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
-        })
+        let rows = self.rows(SCAN, "cannot scan", namespace, prefix)?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
     fn apply_batch(&self, batch: &Batch) -> Result<Refused, StateError> {
