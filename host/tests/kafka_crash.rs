@@ -784,6 +784,12 @@ fn counts_by_key(outputs: &TopicReader) -> BTreeMap<String, Vec<u64>> {
     by_key
 }
 
+/// The JSON a host answers at `url`.
+async fn client_get(url: &str) -> Result<serde_json::Value, String> {
+    let response = http().get(url).send().await.map_err(|e| e.to_string())?;
+    response.json().await.map_err(|e| e.to_string())
+}
+
 /// Exactly once, as a `read_committed` reader of `outputs` and the counters of the host at
 /// `url` see it: every key's results are `1, 2, ..., n` (its `expected` number of inputs), and
 /// its counter is `n`.
@@ -972,6 +978,24 @@ async fn a_fleet_on_postgres_keeps_exactly_once_through_a_kill_9_and_a_restart()
     // 3. Every result, then nothing more.
     progress(FLEET_INPUTS, "every result").await;
     assert_counted_once(&hosts[2].url, &outputs, &expected).await;
+    // Between them, the hosts hold every partition of the input, each named in /admin/plugins.
+    let held = eventually(Duration::from_secs(30), "every partition held", || async {
+        let mut held = BTreeSet::new();
+        for host in &hosts {
+            let response = client_get(&format!("{}/admin/plugins", host.url)).await?;
+            for partition in response["partitions"].as_array().into_iter().flatten() {
+                held.insert(partition.as_str().unwrap_or_default().to_string());
+            }
+        }
+        let all = (0..PARTITIONS)
+            .all(|p| held.contains(&format!("{}/{p} ({})", scenario.input, scenario.group)));
+        if all {
+            Ok(held)
+        } else {
+            Err(format!("held: {held:?}"))
+        }
+    })
+    .await;
     let dead = read_all(&bus, &scenario.dead_letter, 1).await;
     assert!(dead.is_empty(), "dead-lettered inputs: {dead:?}");
     outputs.close().await;
@@ -981,7 +1005,8 @@ async fn a_fleet_on_postgres_keeps_exactly_once_through_a_kill_9_and_a_restart()
     println!(
         "fleet: {FLEET_INPUTS} inputs over {PARTITIONS} partitions and three hosts sharing \
          PostgreSQL; one killed at {at_kill} results, another restarted at {at_restart}; every \
-         result once and in order, every counter exact; test took {:.1} s",
+         result once and in order, every counter exact; partitions held: {held:?}; test took \
+         {:.1} s",
         began.elapsed().as_secs_f64()
     );
 }

@@ -113,7 +113,16 @@ async fn metrics(State(deployment): State<Arc<Deployment>>) -> Response {
 
 async fn plugins(State(deployment): State<Arc<Deployment>>) -> Json<serde_json::Value> {
     let host = deployment.host_id.get();
-    Json(serde_json::json!({ "host": host, "plugins": status(&deployment).await }))
+    // On Kafka, the partitions this host's consumers were given (as their statistics report
+    // them), so that an operator sees how a fleet shares the work.
+    let partitions: Vec<String> = (deployment.dispatcher().bus().lag().iter())
+        .map(|p| format!("{}/{} ({})", p.topic, p.partition, p.group))
+        .collect();
+    Json(serde_json::json!({
+        "host": host,
+        "partitions": partitions,
+        "plugins": status(&deployment).await,
+    }))
 }
 
 /// The status of every configured plugin, by name.
