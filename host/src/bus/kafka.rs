@@ -937,6 +937,15 @@ async fn consume(
                 };
                 let partition = record.partition;
                 let feed = added.entry(partition).or_insert_with(|| {
+                    if partition < partitions as i32 {
+                        // Its own queue was split off at start: two pipelines now consume it.
+                        tracing::warn!(
+                            topic,
+                            partition,
+                            "records of a partition with a queue \
+                            of its own arrive on the main queue"
+                        );
+                    }
                     tracing::info!(topic, partition, "consuming a partition added to the topic");
                     let (feed, records) = mpsc::channel(handler.max_pending);
                     let source = AddedPartition {
