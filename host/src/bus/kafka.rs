@@ -429,7 +429,9 @@ impl Bus for KafkaBus {
         let mut transactional = self.settings.client_config();
         transactional
             .set("transactional.id", id)
-            .set_all(&self.settings.options);
+            .set_all(&self.settings.options)
+            // Its context is librdkafka's default, which would log every statistics report.
+            .set("statistics.interval.ms", "0");
         let (topic, group) = (topic.to_string(), group.to_string());
         let problems = self.reachability.clone();
         Ok(tokio::spawn(async move {
@@ -765,6 +767,13 @@ fn partition_count<C: ConsumerContext>(
         .ok_or_else(|| BusError::UnknownTopic(topic.to_string()))
 }
 
+/// How long a wait for a queue (a partition's, or the consumer's own, which also serves
+/// rebalances) lasts before the queue is looked at again. rdkafka wakes a waiting stream only
+/// when its queue turns non-empty, and such a wake-up can be missed (seen after a broker
+/// restart): the stream then slept for good while records piled up. Looking again is a cheap
+/// poll of an empty queue.
+const MISSED_WAKEUP: Duration = Duration::from_millis(500);
+
 /// Where a partition's finished offsets go.
 #[derive(Clone)]
 enum Committer {
@@ -799,7 +808,11 @@ impl PartitionSource for PartitionQueue {
     fn next(&mut self) -> BoxFuture<'_, Option<Record>> {
         async move {
             loop {
-                match self.queue.recv().await {
+                let Ok(received) = tokio::time::timeout(MISSED_WAKEUP, self.queue.recv()).await
+                else {
+                    continue;
+                };
+                match received {
                     Ok(message) => {
                         self.reachability.set(None);
                         let record = to_record(&message);
@@ -927,9 +940,10 @@ async fn consume(
             loop {
                 let record = tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    message = consumer.recv() => match message {
-                        Ok(m) => to_record(&m),
-                        Err(e) => {
+                    message = tokio::time::timeout(MISSED_WAKEUP, consumer.recv()) => match message {
+                        Err(_) => continue,
+                        Ok(Ok(m)) => to_record(&m),
+                        Ok(Err(e)) => {
                             tracing::debug!("consumer event: {e}");
                             continue;
                         }
