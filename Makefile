@@ -48,15 +48,22 @@ run-hello: plugins
 	$(CARGO) run --bin eventhost -- run examples/hello/eventhost.toml
 
 # The sandbox's cost against native code, the host at twice its sustainable load against its
-# unloaded self, its memory, cold start and hot swap of a plugin, then the Kafka pipeline against
-# a native rdkafka service on the same broker (started here, left running), each measured in one
-# run (release build). The pipeline's settings are env vars, listed in host/examples/pipeline/main.rs.
+# unloaded self, its memory, cold start and hot swap of a plugin, the Kafka pipeline against a
+# native rdkafka service on the same broker (started here, left running), then HTTP under wrk
+# against the same handlers compiled natively; each measured in one run (release build). The
+# pipeline's settings are env vars, listed in host/examples/pipeline/main.rs. The HTTP benchmark
+# needs the host built with the `bench` feature (its native routes), so it runs last.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 bench: plugins kafka-start
+	command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(CARGO) run --release --example overhead
 	$(CARGO) build --release --bin eventhost --example pipeline --example overload --example footprint
 	$(CARGO) run --release --example overload
 	$(CARGO) run --release --example footprint
 	$(CARGO) run --release --example pipeline
+	$(CARGO) build --release --features bench --bin eventhost --example http
+	$(CARGO) run --release --features bench --example http
 
 # About 15 minutes, not in CI: the soak test longer, on the embedded bus and then on Kafka (the
 # broker is started here and left running), each printing the host's RSS over time.

@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::runtime::{
     Failure, HttpRequest, HttpResponse, Invocation, InvokeError, LoadedPlugin, Registry, Runtime,
 };
-use crate::state::{Consumed, PendingStore};
+use crate::state::{Consumed, PendingStore, StateStore};
 use crate::telemetry::{InputSource, InputSpan, Telemetry};
 
 /// One run of a handler on a fresh instance, as the dispatcher drives it.
@@ -265,6 +265,12 @@ impl Dispatcher {
     }
 
     /// The bus effects are published to.
+    /// State as plugins read it: durable plus the writes of inputs still committing.
+    pub fn state(&self) -> Arc<dyn StateStore> {
+        self.pending.clone()
+    }
+
+    /// The bus this dispatcher publishes to.
     pub fn bus(&self) -> &Arc<dyn Bus> {
         &self.bus
     }

@@ -3,6 +3,8 @@
 
 mod cors;
 mod error;
+#[cfg(feature = "bench")]
+mod native;
 mod routes;
 mod server;
 
@@ -86,6 +88,8 @@ pub fn router_with(state: Arc<HttpState>, more: Router) -> Router {
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state.clone())
         .merge(more);
+    #[cfg(feature = "bench")]
+    let app = app.merge(native::router(state.dispatcher.state()));
     cors::layer(app, state)
 }
 
