@@ -333,6 +333,7 @@ impl Runtime {
         };
         let call = self.turns.run(PluginKey(plugin.info.clone()), call);
         let outcome = within_deadline(&plugin.info, call).await;
+        self.let_next_guest_run().await;
         finish(plugin, &label, store, outcome)
     }
 
@@ -362,6 +363,7 @@ impl Runtime {
         };
         let call = self.turns.run(PluginKey(plugin.info.clone()), call);
         let outcome = within_deadline(&plugin.info, call).await;
+        self.let_next_guest_run().await;
         let outcome = outcome.and_then(|(used, result)| match result {
             Ok(response) => {
                 response::check(&response, &plugin.info.budget).map(|()| (used, Ok(response)))
@@ -369,6 +371,16 @@ impl Runtime {
             Err(failure) => Ok((used, Err(failure))),
         });
         finish(plugin, &label, store, outcome)
+    }
+
+    /// When a guest was waiting, its turn was just handed to it, and its task woken onto this
+    /// worker's next-task slot, which no other worker can steal. Yielding here runs it now and
+    /// leaves the rest of this input (dropping its instance, applying its effects) to whichever
+    /// worker is free; otherwise the turn idled while this input finished.
+    async fn let_next_guest_run(&self) {
+        if self.turns.contended() {
+            tokio::task::yield_now().await;
+        }
     }
 
     /// The store and instance an input runs in: a kept one when the plugin reuses instances

@@ -97,6 +97,11 @@ impl<K: PartialEq + Clone> Turns<K> {
         state.free += 1;
     }
 
+    /// Whether guests are waiting for a turn.
+    pub fn contended(&self) -> bool {
+        !self.lock().queue.is_empty()
+    }
+
     /// Takes `ticket` out of line; true if a turn had already been handed to it.
     fn leave(&self, plugin: &K, ticket: &Arc<Ticket>) -> bool {
         let mut state = self.lock();
@@ -222,6 +227,25 @@ mod tests {
         for hog in hogs {
             hog.abort();
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn contended_while_guests_wait_for_a_turn() {
+        let turns = Arc::new(Turns::<&str>::new(1));
+        assert!(!turns.contended());
+        let (running, most) = (Arc::default(), Arc::new(AtomicUsize::new(0)));
+        let guests: Vec<_> = (0..4)
+            .map(|_| {
+                let guest = busy(20, Arc::clone(&running), most.clone());
+                tokio::spawn(turns.run("busy", guest))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(turns.contended(), "four busy guests share one turn");
+        for guest in guests {
+            guest.await.unwrap();
+        }
+        assert!(!turns.contended());
     }
 
     /// Guests that run, wait, and are cancelled at any point, from many plugins: every turn
