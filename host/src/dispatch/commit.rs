@@ -86,6 +86,7 @@ impl Dispatcher {
         input: &Input<'_>,
         mut effects: Effects,
         exclusive: Option<OwnedMutexGuard<()>>,
+        failures_before: u64,
     ) -> Result<Committing, CommitError> {
         let nothing = effects.outbox.is_empty()
             && effects.reads.is_empty()
@@ -93,6 +94,22 @@ impl Dispatcher {
             && effects.writes.is_empty();
         if nothing {
             // Nothing to check, register or publish: done, without a task of its own.
+            return Ok(Committing::done());
+        }
+        // An input that only read one key (say, a GET of one cart) needs no check and no
+        // commit of its own once what it read is durable: one read cannot be torn, and if no
+        // registered write is left in its namespace and none failed while it ran, the value it
+        // saw was or has become durable. Anything else takes the full path below.
+        let one_read = effects.outbox.is_empty()
+            && effects.writes.is_empty()
+            && effects.scans.is_empty()
+            && effects.reads.len() == 1;
+        if one_read
+            && input.consumed.is_none()
+            && !self.pending.shared()
+            && self.pending.settled(&plugin.name)
+            && self.pending.failures() == failures_before
+        {
             return Ok(Committing::done());
         }
         let messages = stamp(plugin, input, std::mem::take(&mut effects.outbox));

@@ -388,6 +388,7 @@ impl Dispatcher {
         // First optimistically; after a conflict, the input re-runs holding its plugin's commit
         // lock, so no other commit can change what it reads and the next check succeeds.
         let mut exclusive = None;
+        let mut failures_before;
         let arrived = tokio::time::Instant::now();
         for _ in 0..MAX_CONFLICT_RERUNS {
             let loaded = self
@@ -414,6 +415,7 @@ impl Dispatcher {
                 // The instance lives inside this call: when it returns (or is dropped), the
                 // instance is gone before the slot is released.
                 let started = std::time::Instant::now();
+                failures_before = self.pending.failures();
                 let invocation = call(self.runtime.clone(), loaded.clone(), input.label.clone());
                 let invocation = match deadline {
                     Some(deadline) => tokio::time::timeout_at(deadline, invocation)
@@ -433,7 +435,13 @@ impl Dispatcher {
                 Err(e) => return Err(InputError::Invoke(e)),
             };
             match self
-                .commit(&loaded.info, input, invocation.effects, exclusive.take())
+                .commit(
+                    &loaded.info,
+                    input,
+                    invocation.effects,
+                    exclusive.take(),
+                    failures_before,
+                )
                 .await
             {
                 Ok(committing) => return Ok((value, committing)),

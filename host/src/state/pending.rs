@@ -54,6 +54,9 @@ pub struct PendingStore {
     handoff: Mutex<()>,
     writer: OnceLock<mpsc::UnboundedSender<Request>>,
     next_id: AtomicU64,
+    /// Tickets that failed so far: a reader that saw none fail while it ran read nothing that
+    /// was withdrawn.
+    failures: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -131,6 +134,7 @@ impl PendingStore {
             handoff: Mutex::default(),
             writer: OnceLock::new(),
             next_id: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         })
     }
 
@@ -163,6 +167,21 @@ impl PendingStore {
             previous,
             settled: false,
         }
+    }
+
+    /// How many tickets have failed since the store was opened.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::SeqCst)
+    }
+
+    /// Whether `namespace` has no registered writes left to apply: everything read from it now
+    /// is durable.
+    pub fn settled(&self, namespace: &str) -> bool {
+        let namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        namespaces.get(namespace).is_none_or(|overlay| {
+            overlay.values.is_empty()
+                && (overlay.last.as_ref()).is_none_or(|last| *last.0.borrow() == Status::Applied)
+        })
     }
 
     /// How many keys hold registered, not yet durable writes.
@@ -328,6 +347,7 @@ impl Ticket {
         });
         if result.is_err() {
             self.progress.set(Status::Failed);
+            self.pending.failures.fetch_add(1, Ordering::SeqCst);
         }
         self.settled = true;
         self.pending
@@ -342,6 +362,7 @@ impl Ticket {
 
     fn fail(&mut self) {
         self.progress.set(Status::Failed);
+        self.pending.failures.fetch_add(1, Ordering::SeqCst);
         self.settled = true;
         self.pending.withdraw(&self.namespace, self.id, false);
     }

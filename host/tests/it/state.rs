@@ -105,3 +105,48 @@ async fn state_survives_a_restart() {
     let host = TestHost::start_in(dir, CONFIG).await;
     assert_eq!(get(&host, "durable").await, (200, "yes".to_string()));
 }
+
+/// How many store transactions the host has committed, from `/metrics`.
+async fn commits(host: &TestHost) -> u64 {
+    let text = host.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("eventhost_commit_batch_inputs_count "))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no commit count in {text}"))
+}
+
+/// A request that reads one durable key answers from it without a store transaction of its
+/// own; one that reads while a write is still pending waits for it, and sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_one_durable_key_commits_nothing() {
+    let host = TestHost::start(CONFIG).await;
+    assert_eq!(put(&host, "cart:1", "two socks").await, 200);
+    let before = commits(&host).await;
+    assert!(before >= 1, "the write was committed");
+    for _ in 0..20 {
+        assert_eq!(get(&host, "cart:1").await, (200, "two socks".to_string()));
+    }
+    assert_eq!(commits(&host).await, before, "reads committed something");
+
+    // Reads racing writes of the same key see one of the written values, never a lost one.
+    let writes = (0..20).map(|n| {
+        let host = &host;
+        async move { put(host, "cart:1", &format!("v{n}")).await }
+    });
+    let reads = (0..20).map(|_| {
+        let host = &host;
+        async move { get(host, "cart:1").await }
+    });
+    let (written, read) = tokio::join!(
+        futures::future::join_all(writes),
+        futures::future::join_all(reads)
+    );
+    assert!(written.iter().all(|status| *status == 200), "{written:?}");
+    for (status, value) in read {
+        assert_eq!(status, 200);
+        assert!(
+            value == "two socks" || (value.starts_with('v') && value[1..].parse::<u32>().is_ok()),
+            "read {value:?}"
+        );
+    }
+}
