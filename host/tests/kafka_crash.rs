@@ -154,15 +154,20 @@ fn committed_offsets(group: &str, topic: &str) -> BTreeMap<i32, i64> {
         .collect()
 }
 
-/// The high watermark (next offset) of each of the `partitions` partitions of `topic`.
+/// The high watermark (next offset) of each of the `partitions` partitions of `topic`. Right
+/// after a broker restart a partition may have no leader yet: that is asked again, for a while.
 fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let consumer = admin_consumer(&unique("watermarks"));
+    let deadline = Instant::now() + Duration::from_secs(60);
     (0..partitions)
         .map(|p| {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(30))
-                .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"));
-            (p, high)
+            loop {
+                match consumer.fetch_watermarks(topic, p, Duration::from_secs(30)) {
+                    Ok((_, high)) => break (p, high),
+                    Err(e) if Instant::now() > deadline => panic!("watermarks of {topic}/{p}: {e}"),
+                    Err(_) => std::thread::sleep(Duration::from_millis(500)),
+                }
+            }
         })
         .collect()
 }
@@ -831,6 +836,7 @@ async fn assert_counted_once(url: &str, outputs: &TopicReader, expected: &BTreeM
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_survives_kill_9_and_a_broker_restart_with_each_result_once() {
+    common::init_logs();
     let _serial = SERIAL.lock().await;
     let _broker = BrokerGuard::new();
     let began = Instant::now();
