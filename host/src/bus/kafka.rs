@@ -879,6 +879,7 @@ async fn consume(
     transactional: ClientConfig,
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
+    let closer = Closer::new(consumer.clone());
     let reachability = consumer.context().reachability.clone();
     let (committer, transactions) = match &handler.outbox {
         None => (Committer::Store(consumer.clone()), None),
@@ -1001,13 +1002,65 @@ async fn consume(
         Err(e) => tracing::warn!(topic, group, "final commit failed: {e}"),
     }
     consumer.unsubscribe();
-    let mut lags = consumer
-        .context()
-        .lags
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    lags.retain(|(g, t, _), _| !(g == group && t == topic));
+    {
+        let mut lags = consumer
+            .context()
+            .lags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        lags.retain(|(g, t, _), _| !(g == group && t == topic));
+    }
+    drop(consumer);
+    closer.close(CLOSE_WAIT).await;
     Ok(())
+}
+
+/// How long a stopping subscription waits for its consumer to leave its group.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// Closes a consumer (leaves its group) off the async runtime. rdkafka closes a consumer when
+/// its last reference goes, polling until librdkafka reports it closed. When a runtime dropped
+/// a subscription's tasks mid-flight (a runtime shut down without stopping the subscription
+/// first) that loop was seen never to end, holding the runtime's shutdown with it. So the last
+/// reference is dropped on a thread of its own, once every other holder (the partition queues,
+/// the commit path) let go; a stopping subscription waits for it, within a bound.
+struct Closer(Option<Arc<StreamConsumer<Context>>>);
+
+impl Closer {
+    fn new(consumer: Arc<StreamConsumer<Context>>) -> Self {
+        Closer(Some(consumer))
+    }
+
+    /// Starts the close; the receiver hears once the consumer is closed.
+    fn start(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let consumer = self.0.take()?;
+        let (closed, receiver) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("kafka-close".into())
+            .spawn(move || {
+                while Arc::strong_count(&consumer) > 1 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                drop(consumer);
+                let _ = closed.send(());
+            });
+        spawned.ok().map(|_| receiver)
+    }
+
+    /// Closes the consumer, waiting at most `within`.
+    async fn close(mut self, within: Duration) {
+        if let Some(closed) = self.start()
+            && tokio::time::timeout(within, closed).await.is_err()
+        {
+            tracing::warn!("the consumer did not leave its group within {within:?}");
+        }
+    }
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.start();
+    }
 }
 
 /// A message's headers as Kafka record headers.
