@@ -284,3 +284,325 @@ fn stamp(plugin: &PluginInfo, input: &Input<'_>, mut messages: Vec<OutMessage>) 
     }
     messages
 }
+
+/// The commit path against fakes: a bus whose acknowledgements the test releases or fails, and
+/// a store that can be made to fail its commits. No plugin runs; each test stages effects as
+/// handlers would have.
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use futures::future::BoxFuture;
+    use tokio::sync::{mpsc, watch};
+    use tokio::task::JoinHandle;
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::Kind;
+    use super::*;
+    use crate::bus::{Bus, GroupPosition, Record, RecordHandler, TailFrom, TopicSpec};
+    use crate::dispatch::trace::Span;
+    use crate::runtime::{Runtime, RuntimeSettings};
+    use crate::state::{Batch, EmbeddedStore, PendingStore, Refused};
+
+    const NS: &str = "cart";
+
+    /// A bus that only takes messages: their acknowledgement waits for the test's verdict.
+    struct HeldAcks {
+        verdict: watch::Receiver<Option<bool>>,
+        sent: std::sync::Mutex<Vec<OutMessage>>,
+    }
+
+    impl Bus for HeldAcks {
+        fn enqueue(&self, messages: Vec<OutMessage>) -> BoxFuture<'_, Result<Acks, BusError>> {
+            self.sent.lock().unwrap().extend(messages);
+            let mut verdict = self.verdict.clone();
+            let acks: Acks = Box::pin(async move {
+                match *verdict.wait_for(Option::is_some).await.unwrap() {
+                    Some(true) => Ok(()),
+                    _ => Err(BusError::unavailable("the broker went away", None)),
+                }
+            });
+            Box::pin(async move { Ok(acks) })
+        }
+
+        fn ensure_topics(&self, _: Vec<TopicSpec>) -> BoxFuture<'_, Result<(), BusError>> {
+            unreachable!("not used by the commit path")
+        }
+
+        fn subscribe(
+            &self,
+            _: &str,
+            _: &str,
+            _: RecordHandler,
+            _: CancellationToken,
+        ) -> Result<JoinHandle<()>, BusError> {
+            unreachable!("not used by the commit path")
+        }
+
+        fn tail(
+            &self,
+            _: &str,
+            _: TailFrom,
+        ) -> BoxFuture<'_, Result<mpsc::Receiver<Record>, BusError>> {
+            unreachable!("not used by the commit path")
+        }
+
+        fn positions(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> BoxFuture<'_, Result<Vec<GroupPosition>, BusError>> {
+            unreachable!("not used by the commit path")
+        }
+
+        fn offsets_at(&self, _: &str, _: i64) -> BoxFuture<'_, Result<Vec<i64>, BusError>> {
+            unreachable!("not used by the commit path")
+        }
+
+        fn set_positions(
+            &self,
+            _: &str,
+            _: &str,
+            _: Vec<(i32, i64)>,
+        ) -> BoxFuture<'_, Result<(), BusError>> {
+            unreachable!("not used by the commit path")
+        }
+
+        fn read(
+            &self,
+            _: &str,
+            _: i32,
+            _: i64,
+            _: i64,
+        ) -> BoxFuture<'_, Result<Vec<Record>, BusError>> {
+            unreachable!("not used by the commit path")
+        }
+    }
+
+    /// The embedded store, whose commits fail while `failing` is set.
+    struct Flaky {
+        store: EmbeddedStore,
+        failing: AtomicBool,
+    }
+
+    impl StateStore for Flaky {
+        fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+            self.store.get(namespace, key)
+        }
+
+        fn scan(
+            &self,
+            namespace: &str,
+            prefix: &str,
+        ) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+            self.store.scan(namespace, prefix)
+        }
+
+        fn apply_batch(&self, batch: &Batch) -> Result<Refused, StateError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StateError::new("disk full"));
+            }
+            self.store.apply_batch(batch)
+        }
+
+        fn outbox(
+            &self,
+            from: &Consumed,
+            offsets: std::ops::RangeInclusive<i64>,
+        ) -> Result<Vec<OutboxEntry>, StateError> {
+            self.store.outbox(from, offsets)
+        }
+
+        fn drop_outbox_below(&self, from: &Consumed, offset: i64) -> Result<(), StateError> {
+            self.store.drop_outbox_below(from, offset)
+        }
+    }
+
+    struct Fixture {
+        dispatcher: Arc<Dispatcher>,
+        store: Arc<Flaky>,
+        bus: Arc<HeldAcks>,
+        verdict: watch::Sender<Option<bool>>,
+        plugin: Arc<PluginInfo>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        /// `cart` holds `count = 1`, durably.
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Flaky {
+                store: EmbeddedStore::open(&dir.path().join("state.redb")).unwrap(),
+                failing: AtomicBool::new(false),
+            });
+            store.apply(NS, &[write("count", "1")]).unwrap();
+            let pending = PendingStore::new(store.clone(), Arc::default());
+            let settings = RuntimeSettings {
+                max_memory_bytes: 1 << 20,
+                max_instances: 1,
+                cache_dir: Some(dir.path().join("cache")),
+                max_message_bytes: None,
+                guest_threads: None,
+            };
+            let runtime = Arc::new(Runtime::new(settings, pending.clone()).unwrap());
+            let (verdict, held) = watch::channel(None);
+            let bus = Arc::new(HeldAcks {
+                verdict: held,
+                sent: Default::default(),
+            });
+            let dispatcher = Dispatcher::new(
+                runtime,
+                Arc::default(),
+                pending,
+                bus.clone(),
+                1,
+                Arc::default(),
+            );
+            let plugin = Arc::new(PluginInfo {
+                name: NS.into(),
+                version: "v1".into(),
+                source: "cart.wasm".into(),
+                publish: ["orders".to_string()].into(),
+                config: Default::default(),
+                memory_bytes: 1 << 20,
+                timeout: std::time::Duration::from_secs(1),
+                budget: Default::default(),
+                concurrency: 1,
+                cloudevents: None,
+                reuse: None,
+            });
+            Fixture {
+                dispatcher: Arc::new(dispatcher),
+                store,
+                bus,
+                verdict,
+                plugin,
+                _dir: dir,
+            }
+        }
+
+        /// Commits what an input of `cart` staged, through the first stage.
+        async fn commit(&self, effects: Effects) -> Result<Committing, CommitError> {
+            let input = Input {
+                plugin: NS,
+                kind: Kind::Http,
+                source: "http",
+                id: "http/test",
+                label: "test".into(),
+                span: Span::continuing(None),
+                consumed: None,
+            };
+            let failures = self.dispatcher.pending.failures();
+            (self.dispatcher)
+                .commit(&self.plugin, &input, effects, None, failures)
+                .await
+        }
+
+        /// `count` as inputs see it now, and as the store holds it.
+        fn count(&self) -> (Option<String>, Option<String>) {
+            let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8(v).unwrap());
+            (
+                text(self.dispatcher.pending.get(NS, "count").unwrap()),
+                text(self.store.get(NS, "count").unwrap()),
+            )
+        }
+    }
+
+    fn write(key: &str, value: &str) -> (String, Option<Vec<u8>>) {
+        (key.into(), Some(value.into()))
+    }
+
+    /// An input that read `count` as `seen` and wrote `new`, sending one message if `sends`.
+    fn bump(seen: &str, new: &str, sends: bool) -> Effects {
+        let mut effects = Effects::default();
+        effects.reads.extend([write("count", seen)]);
+        effects.writes.extend([write("count", new)]);
+        if sends {
+            effects.outbox.push(OutMessage {
+                topic: "orders".into(),
+                key: None,
+                value: new.into(),
+                headers: Vec::new(),
+            });
+        }
+        effects
+    }
+
+    fn both(value: &str) -> (Option<String>, Option<String>) {
+        (Some(value.into()), Some(value.into()))
+    }
+
+    #[tokio::test]
+    async fn an_input_that_read_a_stale_value_conflicts_and_applies_nothing() {
+        let f = Fixture::new();
+        let first = f.commit(bump("1", "2", false)).await.unwrap();
+        first.settled().await.unwrap();
+        assert_eq!(f.count(), both("2"));
+        let stale = f.commit(bump("1", "3", false)).await;
+        assert!(
+            matches!(stale, Err(CommitError::Conflict)),
+            "it read 1, the store holds 2"
+        );
+        assert_eq!(f.count(), both("2"), "the stale input wrote nothing");
+    }
+
+    #[tokio::test]
+    async fn writes_are_seen_while_their_messages_wait_and_land_once_acknowledged() {
+        let f = Fixture::new();
+        let first = f.commit(bump("1", "2", true)).await.unwrap();
+        assert_eq!(
+            f.count(),
+            (Some("2".into()), Some("1".into())),
+            "inputs read the staged write; the store waits for the acknowledgement"
+        );
+        let second = f.commit(bump("2", "3", false)).await.unwrap();
+        f.verdict.send(Some(true)).unwrap();
+        first.settled().await.unwrap();
+        second.settled().await.unwrap();
+        assert_eq!(f.count(), both("3"));
+        let sent = f.bus.sent.lock().unwrap();
+        let headers: Vec<&str> = sent[0].headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            headers,
+            [PLUGIN_HEADER, VERSION_HEADER, ID_HEADER, TRACEPARENT],
+            "every message names its plugin, version, id and trace parent"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_message_withdraws_its_writes_and_every_input_that_read_them_runs_again() {
+        let f = Fixture::new();
+        let first = f.commit(bump("1", "2", true)).await.unwrap();
+        let reader = f.commit(bump("2", "3", false)).await.unwrap();
+        f.verdict.send(Some(false)).unwrap();
+        assert!(matches!(first.settled().await, Err(CommitError::Bus(_))));
+        assert!(
+            matches!(reader.settled().await, Err(CommitError::Superseded)),
+            "it read a write that never became durable"
+        );
+        assert_eq!(f.count(), both("1"), "neither write is visible or stored");
+        let again = f.commit(bump("1", "2", false)).await.unwrap();
+        again.settled().await.unwrap();
+        assert_eq!(
+            f.count(),
+            both("2"),
+            "the re-run commits on the durable value"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_store_commit_is_reported_and_leaves_the_durable_value() {
+        let f = Fixture::new();
+        f.store.failing.store(true, Ordering::SeqCst);
+        let failed = f.commit(bump("1", "2", false)).await.unwrap();
+        match failed.settled().await {
+            Err(CommitError::Store(e)) => assert!(e.to_string().contains("disk full"), "{e}"),
+            other => panic!("expected a store error, got {other:?}"),
+        }
+        assert_eq!(f.count(), both("1"));
+        f.store.failing.store(false, Ordering::SeqCst);
+        let again = f.commit(bump("1", "2", false)).await.unwrap();
+        again.settled().await.unwrap();
+        assert_eq!(f.count(), both("2"));
+    }
+}
