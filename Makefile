@@ -3,12 +3,16 @@
 CARGO ?= cargo
 COOLSTORE ?= examples/coolstore/eventhost.toml
 
-.PHONY: build plugins shop-plugins host test lint bench soak run run-kafka run-cluster run-hello kafka-start kafka-stop clean
+.PHONY: build plugins rust-plugins shop-plugins host test lint bench soak run run-kafka run-cluster run-hello kafka-start kafka-stop clean
 
 build: plugins host
 
 plugins:
 	bash plugins/build.sh
+
+# Only the Rust plugins (the shop's and hello's), so the examples need no other toolchain.
+rust-plugins:
+	bash plugins/build.sh --rust
 
 host:
 	$(CARGO) build --bins
@@ -24,9 +28,9 @@ lint:
 
 SHOP_PLUGINS = catalog cart payment order
 
-# Builds the plugins and copies the shop's into examples/coolstore/plugins, where its configs
-# load them from.
-shop-plugins: plugins
+# Builds the Rust plugins and copies the shop's into examples/coolstore/plugins, where its
+# configs load them from.
+shop-plugins: rust-plugins
 	bash scripts/stage-plugins examples/coolstore/plugins $(SHOP_PLUGINS)
 
 # The coolstore on the embedded bus at http://127.0.0.1:8080.
@@ -43,7 +47,7 @@ run-cluster: shop-plugins
 	bash scripts/run-cluster examples/coolstore/eventhost-cluster.toml
 
 # The smallest example: one plugin, one route, at http://127.0.0.1:8080/hello/you.
-run-hello: plugins
+run-hello: rust-plugins
 	bash scripts/stage-plugins examples/hello/plugins hello
 	$(CARGO) run --bin eventhost -- run examples/hello/eventhost.toml
 

@@ -3,14 +3,17 @@
 #
 #   plugins/build.sh          build (release, wasm32-wasip2) and list the component sizes
 #   plugins/build.sh --lint   also check formatting and run clippy with warnings denied
+#   plugins/build.sh --rust   only the Rust plugins (the shop's and hello's): no other toolchain
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 lint=false
+others=true
 for arg in "$@"; do
     case "$arg" in
         --lint) lint=true ;;
-        *) echo "usage: $0 [--lint]" >&2; exit 2 ;;
+        --rust) others=false ;;
+        *) echo "usage: $0 [--lint] [--rust]" >&2; exit 2 ;;
     esac
 done
 
@@ -43,10 +46,12 @@ cp "target/rules-v2/$target/release/payment.wasm" dist/payment-v2.wasm
 # (componentize-py), Go (standard Go >= 1.24) and C (clang and wasi-libc). Each is skipped while
 # its component is newer than its inputs; tools.sh installs and caches their pinned toolchains
 # outside the repository.
-bash js/payment/build.sh
-bash python/payment/build.sh
-bash go/payment/build.sh
-bash c/payment/build.sh
+if $others; then
+    bash js/payment/build.sh
+    bash python/payment/build.sh
+    bash go/payment/build.sh
+    bash c/payment/build.sh
+fi
 
 echo "components in plugins/dist:"
 for wasm in dist/*.wasm; do
