@@ -159,6 +159,9 @@ class Servers:
         log = self.logs / f"server-{len(list(self.logs.iterdir()))}.log"
         command = command.rstrip().rstrip("&").rstrip()
         print(f"    (serving) {command}", flush=True)
+        for url in serving_urls(command):
+            if answers_http(url):
+                fail(f"something already answers at {url}, where `{command}` is to serve")
         process = subprocess.Popen(
             ["bash", "-c", command], cwd=cwd, env=env, start_new_session=True,
             stdout=open(log, "w"), stderr=subprocess.STDOUT,
@@ -253,6 +256,8 @@ def main():
         (checkout / shared).symlink_to(ROOT / shared)
     env = dict(os.environ)
     servers = Servers(logs)
+    # Stopped from outside (CI's time limit, Ctrl-C), the servers still go.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     ran = skipped = 0
     try:
         for block in blocks(readme):
