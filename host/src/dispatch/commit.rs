@@ -301,7 +301,6 @@ mod tests {
     use super::*;
     use crate::bus::{Bus, GroupPosition, Record, RecordHandler, TailFrom, TopicSpec};
     use crate::dispatch::trace::Span;
-    use crate::runtime::{Runtime, RuntimeSettings};
     use crate::state::{Batch, EmbeddedStore, PendingStore, Refused};
 
     const NS: &str = "cart";
@@ -437,27 +436,12 @@ mod tests {
             });
             store.apply(NS, &[write("count", "1")]).unwrap();
             let pending = PendingStore::new(store.clone(), Arc::default());
-            let settings = RuntimeSettings {
-                max_memory_bytes: 1 << 20,
-                max_instances: 1,
-                cache_dir: Some(dir.path().join("cache")),
-                max_message_bytes: None,
-                guest_threads: None,
-            };
-            let runtime = Arc::new(Runtime::new(settings, pending.clone()).unwrap());
             let (verdict, held) = watch::channel(None);
             let bus = Arc::new(HeldAcks {
                 verdict: held,
                 sent: Default::default(),
             });
-            let dispatcher = Dispatcher::new(
-                runtime,
-                Arc::default(),
-                pending,
-                bus.clone(),
-                1,
-                Arc::default(),
-            );
+            let dispatcher = super::super::dispatcher_for_tests(dir.path(), pending, bus.clone());
             let plugin = Arc::new(PluginInfo {
                 name: NS.into(),
                 version: "v1".into(),
@@ -472,7 +456,7 @@ mod tests {
                 reuse: None,
             });
             Fixture {
-                dispatcher: Arc::new(dispatcher),
+                dispatcher,
                 store,
                 bus,
                 verdict,

@@ -500,13 +500,39 @@ fn rand_millis(below: u64) -> u64 {
     uuid::Uuid::new_v4().as_u64_pair().0 % below.max(1)
 }
 
+/// A dispatcher over `pending` and `bus` with an engine of one small instance and nothing
+/// loaded, for unit tests that drive its commit path without plugins.
+#[cfg(test)]
+fn dispatcher_for_tests(
+    dir: &std::path::Path,
+    pending: Arc<PendingStore>,
+    bus: Arc<dyn Bus>,
+) -> Arc<Dispatcher> {
+    let settings = crate::runtime::RuntimeSettings {
+        max_memory_bytes: 1 << 20,
+        max_instances: 1,
+        cache_dir: Some(dir.join("cache")),
+        max_message_bytes: None,
+        guest_threads: None,
+    };
+    let runtime = Arc::new(Runtime::new(settings, pending.clone()).unwrap());
+    let registry = Arc::new(Registry::new());
+    Arc::new(Dispatcher::new(
+        runtime,
+        registry,
+        pending,
+        bus,
+        1,
+        Arc::default(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
     use crate::bus::EmbeddedBus;
-    use crate::runtime::RuntimeSettings;
     use crate::state::{EmbeddedStore, StateError};
 
     #[test]
@@ -540,23 +566,7 @@ mod tests {
             Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).unwrap()),
             Arc::default(),
         );
-        let settings = RuntimeSettings {
-            max_memory_bytes: 1 << 20,
-            max_instances: 1,
-            cache_dir: Some(dir.path().join("cache")),
-            max_message_bytes: None,
-            guest_threads: None,
-        };
-        let runtime = Arc::new(Runtime::new(settings, store.clone()).unwrap());
-        let bus = Arc::new(EmbeddedBus::new());
-        let dispatcher = Dispatcher::new(
-            runtime,
-            Arc::new(Registry::new()),
-            store,
-            bus,
-            1,
-            Arc::default(),
-        );
+        let dispatcher = dispatcher_for_tests(dir.path(), store, Arc::new(EmbeddedBus::new()));
         let held = dispatcher.commit_lock("busy");
         for i in 0..100 {
             dispatcher.commit_lock(&format!("removed-{i}"));
