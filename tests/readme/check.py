@@ -24,7 +24,9 @@ they answer HTTP. An HTML comment right before a block changes how it runs:
 
 - `<!-- readme-test: skip REASON -->`: not run (the reason is printed);
 - `<!-- readme-test: serving COMMAND -->`: COMMAND serves first, for a block that talks to a
-  host the text before it describes.
+  host the text before it describes;
+- `<!-- readme-test: source PATH -->` (any language): the block quotes PATH, so each of its lines
+  must stand in that file, in the same order.
 """
 
 import os
@@ -50,16 +52,18 @@ COMMAND_TIMEOUT = 30 * 60
 
 
 class Block:
-    def __init__(self, line, text, note):
-        self.line, self.text, self.note = line, text, note
+    def __init__(self, lang, line, text, note):
+        self.lang, self.line, self.text, self.note = lang, line, text, note
 
 
 def blocks(readme):
-    """The ```sh blocks of `readme`, with the line each starts on and its annotation."""
+    """The fenced blocks of `readme` with a language, with the line each starts on and its
+    annotation."""
     lines = readme.read_text().splitlines()
     found, i = [], 0
     while i < len(lines):
-        if lines[i].strip() == "```sh":
+        fence = re.fullmatch(r"```(\w+)", lines[i].strip())
+        if fence:
             start, body = i + 1, []
             i += 1
             while lines[i].strip() != "```":
@@ -67,7 +71,8 @@ def blocks(readme):
                 i += 1
             before = lines[start - 2].strip() if start >= 2 else ""
             note = re.fullmatch(r"<!-- readme-test: (.*) -->", before)
-            found.append(Block(start, "\n".join(body), note.group(1) if note else None))
+            note = note.group(1) if note else None
+            found.append(Block(fence.group(1), start, "\n".join(body), note))
         i += 1
     return found
 
@@ -240,6 +245,19 @@ class Shell:
         self.bash.wait()
 
 
+def quoted(block, source):
+    """Checks that the block's lines stand in `source` in the same order: the README quotes the
+    file (it may leave parts out), so it cannot drift from it."""
+    text = source.read_text().splitlines()
+    at = 0
+    for line in (l for l in block.text.splitlines() if l.strip()):
+        while at < len(text) and text[at] != line:
+            at += 1
+        if at == len(text):
+            fail(f"README line {block.line} quotes {source.name}, which has no line\n{line}\nthere")
+        at += 1
+
+
 def fail(message, output=""):
     print(f"\nREADME check failed: {message}\n{output[-4000:]}", file=sys.stderr)
     raise SystemExit(1)
@@ -258,11 +276,18 @@ def main():
     servers = Servers(logs)
     # Stopped from outside (CI's time limit, Ctrl-C), the servers still go.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
-    ran = skipped = 0
+    ran = skipped = quotes = 0
     try:
         for block in blocks(readme):
-            print(f"README line {block.line}:", flush=True)
             note = block.note or ""
+            if note.startswith("source "):
+                print(f"README line {block.line}: the code of {note[7:]}", flush=True)
+                quoted(block, checkout / note[7:])
+                quotes += 1
+                continue
+            if block.lang != "sh":
+                continue
+            print(f"README line {block.line}:", flush=True)
             if note.startswith("skip"):
                 print(f"    skipped: {note[4:].strip()}")
                 skipped += 1
@@ -305,7 +330,7 @@ def main():
     finally:
         servers.stop()
     shutil.rmtree(work, ignore_errors=True)
-    print(f"\nREADME: {ran} blocks ran as written, {skipped} skipped")
+    print(f"\nREADME: {ran} blocks ran as written, {quotes} quoted as in their files, {skipped} skipped")
 
 
 if __name__ == "__main__":
