@@ -1,15 +1,20 @@
 //! The one error type of configuration loading.
 
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
 /// Why a configuration file could not be loaded.
 ///
-/// `Display` is one line meant for a person: the file, the position and dotted key of the
-/// offending value, and what is wrong with it, e.g.
-/// `eventhost.toml:12:10: route[1].plugin: plugin "carts" is not defined`.
-/// Line and column are 1-based; column counts characters. Array-of-tables entries are
-/// numbered from 0 in file order (`route[1]` is the second `[[route]]`).
+/// `Display` starts with one line meant for a person, the file, the 1-based line and column
+/// (in characters) of the offending key or value, and what is wrong with it; then the line
+/// itself with the value underlined, as rustc and toml show it:
+///
+/// ```text
+/// eventhost.toml:12:10: plugin "carts" is not defined, expected "cart"
+///  12 | plugin = "carts"
+///     |          ^^^^^^^
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -24,7 +29,7 @@ pub enum ConfigError {
     },
     /// The file was read but is not a valid configuration: bad TOML syntax, an unknown key,
     /// a value of the wrong type or out of range, or a reference to something not declared.
-    #[error("{}:{line}:{column}: {key}: {message}", file.display())]
+    #[error("{}", Located(self))]
     Invalid {
         /// The file the offending value is in.
         file: PathBuf,
@@ -32,10 +37,13 @@ pub enum ConfigError {
         line: usize,
         /// 1-based column (in characters) of the offending key or value.
         column: usize,
-        /// Dotted key path, e.g. `plugin.payment.limits.memory_mib`; `-` when unknown.
-        key: String,
-        /// What is wrong and what is expected, lower-case.
+        /// What is wrong and what is expected: toml's and serde's own words for syntax and
+        /// types, the host's for its own checks.
         message: String,
+        /// The text of the offending line.
+        text: String,
+        /// How many characters of `text` from `column` on are the offending key or value.
+        width: usize,
     },
 }
 
@@ -45,6 +53,40 @@ impl ConfigError {
         match self {
             Self::Read { file, .. } | Self::Invalid { file, .. } => file,
         }
+    }
+
+    /// The first line of the message: where, and what is wrong.
+    #[cfg(test)]
+    pub(crate) fn summary(&self) -> String {
+        self.to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Renders [`ConfigError::Invalid`]: the message line, then the source line, underlined.
+struct Located<'a>(&'a ConfigError);
+
+impl fmt::Display for Located<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ConfigError::Invalid {
+            file,
+            line,
+            column,
+            message,
+            text,
+            width,
+        } = self.0
+        else {
+            return Ok(());
+        };
+        let gutter = " ".repeat(line.to_string().len() + 1);
+        let pad = " ".repeat(column - 1);
+        writeln!(f, "{}:{line}:{column}: {message}", file.display())?;
+        writeln!(f, " {line} | {text}")?;
+        write!(f, "{gutter} | {pad}{}", "^".repeat((*width).max(1)))
     }
 }
 
@@ -67,17 +109,20 @@ mod tests {
     }
 
     #[test]
-    fn invalid_error_is_one_line() {
+    fn invalid_error_underlines_the_value() {
         let err = ConfigError::Invalid {
             file: PathBuf::from("e.toml"),
             line: 12,
-            column: 1,
-            key: "route[1].plugin".into(),
+            column: 10,
             message: "plugin \"carts\" is not defined".into(),
+            text: "plugin = \"carts\"".into(),
+            width: 7,
         };
         assert_eq!(
             err.to_string(),
-            "e.toml:12:1: route[1].plugin: plugin \"carts\" is not defined"
+            "e.toml:12:10: plugin \"carts\" is not defined\n \
+             12 | plugin = \"carts\"\n    \
+             |          ^^^^^^^"
         );
     }
 }

@@ -1,12 +1,123 @@
-//! Syntax of names and patterns in the configuration: plugin and topic names, HTTP methods,
-//! route paths. Each check returns the error message for the offending value.
+//! Values the configuration checks where they stand: names, methods, paths, addresses.
+//!
+//! Each is a newtype that serde builds with `try_from`, so a bad value is refused while the
+//! file is read, with toml pointing at it; the check's message is the whole error.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 
-use super::model::RouteConfig;
+use super::model::{RouteConfig, TelemetryConfig};
+
+/// A string newtype checked by `$check`, which may also normalize it.
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+        #[serde(try_from = "String")]
+        pub(crate) struct $name(pub(crate) String);
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(value: String) -> Result<Self, String> {
+                let check: fn(String) -> Result<String, String> = $check;
+                check(value).map(Self)
+            }
+        }
+    };
+}
+
+checked_string!(
+    /// `[a-z0-9][a-z0-9_-]*`: a plugin's name names files, consumer groups and metrics.
+    PluginName,
+    |name| check_plugin_name(&name).map(|()| name)
+);
+checked_string!(
+    /// Kafka's rule: 1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..`.
+    TopicName,
+    |name| check_topic_name(&name).map(|()| name)
+);
+checked_string!(
+    /// One of [`RouteConfig::METHODS`], upper-cased.
+    Method,
+    |method| check_method(&method)
+);
+checked_string!(
+    /// Anything but blank.
+    NonEmpty,
+    |text| match text.trim().is_empty() {
+        true => Err("an empty string, expected a value".to_owned()),
+        false => Ok(text),
+    }
+);
+checked_string!(
+    /// The bearer token of the admin routes: long enough not to be guessed.
+    AdminToken,
+    |token| match token.trim().chars().count() < 16 {
+        true => Err("an admin token of fewer than 16 characters, expected at least 16".to_owned()),
+        false => Ok(token),
+    }
+);
+checked_string!(
+    /// A `postgres://` or `postgresql://` URL.
+    PostgresUrl,
+    |url| match url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        true => Ok(url),
+        false => Err(format!(
+            "{url:?} is not a PostgreSQL url, expected postgres://USER@HOST:PORT/DATABASE"
+        )),
+    }
+);
+checked_string!(
+    /// The base URL of an OTLP/HTTP collector; see [`TelemetryConfig::check_endpoint`].
+    OtlpEndpoint,
+    |url| TelemetryConfig::check_endpoint(&url)
+);
+checked_string!(
+    /// An origin as a browser sends it in `Origin`, lower-cased.
+    Origin,
+    |origin| check_origin(&origin)
+);
+checked_string!(
+    /// An HTTP header name, lower-cased.
+    HeaderName,
+    |name| check_header(&name)
+);
+
+/// An `ip:port` to listen on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub(crate) struct Address(pub(crate) SocketAddr);
+
+impl TryFrom<String> for Address {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse().map(Self).map_err(|_| {
+            format!(
+                "invalid address {text:?}, expected ip:port such as \"127.0.0.1:8080\" or \"[::1]:8080\""
+            )
+        })
+    }
+}
+
+/// A route's path, checked by [`check_route_path`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub(crate) struct RoutePath {
+    pub(crate) path: String,
+    /// The path with every parameter name blanked out (`/cart/{}`): what the router matches.
+    pub(crate) shape: String,
+}
+
+impl TryFrom<String> for RoutePath {
+    type Error = String;
+    fn try_from(path: String) -> Result<Self, String> {
+        let shape = check_route_path(&path)?;
+        Ok(Self { path, shape })
+    }
+}
 
 /// Plugin names are `[a-z0-9][a-z0-9_-]*`: they name files, consumer groups and metrics.
-pub(crate) fn check_plugin_name(name: &str) -> Result<(), String> {
+fn check_plugin_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars
         .next()
@@ -37,7 +148,7 @@ pub(crate) fn check_topic_name(name: &str) -> Result<(), String> {
 }
 
 /// The upper-cased method, if it is one of [`RouteConfig::METHODS`].
-pub(crate) fn check_method(method: &str) -> Result<String, String> {
+fn check_method(method: &str) -> Result<String, String> {
     let upper = method.to_ascii_uppercase();
     if RouteConfig::METHODS.contains(&upper.as_str()) {
         Ok(upper)
@@ -49,17 +160,9 @@ pub(crate) fn check_method(method: &str) -> Result<String, String> {
     }
 }
 
-/// A checked route path: its parameter names and its shape, the path with every parameter
-/// name blanked out (`/cart/{}`), which is what the router matches on.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct RoutePath {
-    pub(crate) params: Vec<String>,
-    pub(crate) shape: String,
-}
-
 /// Checks a route path in axum syntax: `/`-led, no empty inner segment, parameters `{name}`
 /// that fill a whole segment with unique names, and an optional catch-all `{*name}` last.
-pub(crate) fn check_route_path(path: &str) -> Result<RoutePath, String> {
+fn check_route_path(path: &str) -> Result<String, String> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(format!("path {path:?} must start with '/'"));
     };
@@ -70,7 +173,6 @@ pub(crate) fn check_route_path(path: &str) -> Result<RoutePath, String> {
         return Err(format!("path {path:?} must not contain {c:?}"));
     }
     let segments: Vec<&str> = rest.split('/').collect();
-    let mut params = Vec::new();
     let mut seen = BTreeSet::new();
     let mut shape = String::new();
     for (i, segment) in segments.iter().enumerate() {
@@ -121,7 +223,6 @@ pub(crate) fn check_route_path(path: &str) -> Result<RoutePath, String> {
         if !seen.insert(name) {
             return Err(format!("parameter {name:?} appears twice in path {path:?}"));
         }
-        params.push(name.to_owned());
         shape.push_str(if catch_all { "{*}" } else { "{}" });
     }
     if let Some(host) = HOST_PATHS
@@ -132,11 +233,70 @@ pub(crate) fn check_route_path(path: &str) -> Result<RoutePath, String> {
             "path {path:?} is served by the host itself ({host}), expected another path"
         ));
     }
-    Ok(RoutePath { params, shape })
+    Ok(shape)
 }
 
 /// Paths the host serves before any plugin route, so a plugin route there would never run.
 const HOST_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/admin"];
+
+/// An origin as a browser sends it in `Origin`: `http` or `https`, a host, an optional port,
+/// nothing after. Scheme and host are case-insensitive, so it is kept lower-cased.
+fn check_origin(origin: &str) -> Result<String, String> {
+    no_star_in_list(origin)?;
+    let lower = origin.to_ascii_lowercase();
+    let host_port = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    let (host, port) = match host_port {
+        Some(rest) if rest.starts_with('[') => match rest.split_once(']') {
+            Some((v6, after)) => (&v6[1..], after.strip_prefix(':')),
+            None => ("", None),
+        },
+        Some(rest) => match rest.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        },
+        None => ("", None),
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
+    let rest_ok = host_port.is_some_and(|rest| !rest.contains(['/', '?', '#']));
+    if host_ok && port_ok && rest_ok {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "invalid origin {origin:?}, expected scheme://host[:port] such as \
+             \"http://localhost:4200\", with no path or trailing slash"
+        ))
+    }
+}
+
+/// A header name (an HTTP token), kept lower-cased.
+fn check_header(name: &str) -> Result<String, String> {
+    no_star_in_list(name)?;
+    let token = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
+    if token {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "invalid header name {name:?}, expected a name such as \"content-type\""
+        ))
+    }
+}
+
+/// `"*"` stands alone for any; in a list it would read as a literal value.
+fn no_star_in_list(item: &str) -> Result<(), String> {
+    match item {
+        "*" => Err("\"*\" cannot be in a list, expected \"*\" alone for any".to_owned()),
+        _ => Ok(()),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -177,10 +337,11 @@ mod tests {
 
     #[test]
     fn route_paths_and_shapes() {
-        let path = check_route_path("/api/cart/{cartId}/items/{*rest}").unwrap();
-        assert_eq!(path.params, ["cartId", "rest"]);
-        assert_eq!(path.shape, "/api/cart/{}/items/{*}");
-        assert_eq!(check_route_path("/").unwrap().shape, "/");
+        assert_eq!(
+            check_route_path("/api/cart/{cartId}/items/{*rest}").unwrap(),
+            "/api/cart/{}/items/{*}"
+        );
+        assert_eq!(check_route_path("/").unwrap(), "/");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,8 +20,13 @@ use serde::de::{self, Visitor};
 use serde_spanned::Spanned;
 
 use super::error::ConfigError;
-use super::source::{Origin, Source, quote_key};
-use super::toml_error;
+use super::names::Origin as CorsOrigin;
+use super::names::{
+    Address, AdminToken, HeaderName, Method, NonEmpty, OtlpEndpoint, PluginName, PostgresUrl,
+    RoutePath, TopicName,
+};
+use super::source::{Origin, Source};
+use crate::bus::Limit;
 
 /// A whole configuration file.
 #[derive(Debug, Default, Deserialize)]
@@ -32,7 +38,8 @@ pub(crate) struct RawConfig {
     pub(crate) source: Arc<Source>,
     #[serde(default)]
     pub(crate) server: RawServer,
-    pub(crate) bus: Option<RawBus>,
+    #[serde(default)]
+    pub(crate) bus: RawBus,
     #[serde(default)]
     pub(crate) state: RawState,
     #[serde(default)]
@@ -42,7 +49,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) topic: Vec<RawTopic>,
     #[serde(default)]
-    pub(crate) plugin: BTreeMap<Spanned<String>, RawPlugin>,
+    pub(crate) plugin: BTreeMap<Spanned<PluginName>, RawPlugin>,
     #[serde(default)]
     pub(crate) subscription: Vec<RawSubscription>,
     #[serde(default)]
@@ -53,15 +60,15 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
-    pub(crate) listen: Option<Spanned<String>>,
-    pub(crate) admin_listen: Option<Spanned<String>>,
-    pub(crate) admin_token: Option<Spanned<String>>,
-    pub(crate) static_dir: Option<Spanned<String>>,
-    pub(crate) body_limit_kib: Option<Spanned<u64>>,
-    pub(crate) shutdown_grace_ms: Option<Spanned<u64>>,
-    pub(crate) header_timeout_ms: Option<Spanned<u64>>,
-    pub(crate) body_timeout_ms: Option<Spanned<u64>>,
-    pub(crate) max_connections: Option<Spanned<u32>>,
+    pub(crate) listen: Option<Address>,
+    pub(crate) admin_listen: Option<Spanned<Address>>,
+    pub(crate) admin_token: Option<AdminToken>,
+    pub(crate) static_dir: Option<NonEmpty>,
+    pub(crate) body_limit_kib: Option<NonZeroU64>,
+    pub(crate) shutdown_grace_ms: Option<u64>,
+    pub(crate) header_timeout_ms: Option<NonZeroU64>,
+    pub(crate) body_timeout_ms: Option<NonZeroU64>,
+    pub(crate) max_connections: Option<NonZeroU32>,
     pub(crate) cors: Option<RawCors>,
 }
 
@@ -69,57 +76,75 @@ pub(crate) struct RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCors {
-    pub(crate) origins: Spanned<AnyOrList>,
-    pub(crate) methods: Option<Spanned<Vec<Spanned<String>>>>,
-    pub(crate) headers: Option<Spanned<AnyOrList>>,
+    pub(crate) origins: Spanned<AnyOrList<CorsOrigin>>,
+    pub(crate) methods: Option<Spanned<Vec<Method>>>,
+    pub(crate) headers: Option<Spanned<AnyOrList<HeaderName>>>,
     pub(crate) max_age_secs: Option<Spanned<u64>>,
     pub(crate) credentials: Option<bool>,
 }
 
-/// A value that is either one string (such as `"*"`) or a list of strings.
+/// A value that is either one string (such as `"*"`) or a list.
 #[derive(Debug)]
-pub(crate) enum AnyOrList {
+pub(crate) enum AnyOrList<T> {
     One(String),
-    List(Vec<Spanned<String>>),
+    List(Vec<T>),
 }
 
 /// `[bus]`; which keys are allowed depends on `kind`, so that is checked in `validate`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBus {
-    pub(crate) kind: Option<Spanned<String>>,
-    pub(crate) bootstrap: Option<Spanned<String>>,
-    pub(crate) client_id: Option<Spanned<String>>,
+    pub(crate) kind: Option<Spanned<BusKind>>,
+    pub(crate) bootstrap: Option<Spanned<NonEmpty>>,
+    pub(crate) client_id: Option<Spanned<NonEmpty>>,
     pub(crate) exactly_once: Option<Spanned<bool>>,
     pub(crate) options: Option<BTreeMap<Spanned<String>, Spanned<Scalar>>>,
+}
+
+/// `kind` of `[bus]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BusKind {
+    #[default]
+    Embedded,
+    Kafka,
 }
 
 /// `[state]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawState {
-    pub(crate) kind: Option<Spanned<String>>,
-    pub(crate) path: Option<Spanned<String>>,
-    pub(crate) url: Option<Spanned<String>>,
+    pub(crate) kind: Option<Spanned<StateKind>>,
+    pub(crate) path: Option<Spanned<NonEmpty>>,
+    pub(crate) url: Option<Spanned<PostgresUrl>>,
+}
+
+/// `kind` of `[state]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum StateKind {
+    #[default]
+    Embedded,
+    Postgres,
 }
 
 /// `[runtime]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRuntime {
-    pub(crate) plugins_dir: Option<Spanned<String>>,
-    pub(crate) max_memory_mib: Option<Spanned<u64>>,
-    pub(crate) max_concurrency: Option<Spanned<u32>>,
-    pub(crate) cache_dir: Option<Spanned<String>>,
-    pub(crate) guest_threads: Option<Spanned<u32>>,
+    pub(crate) plugins_dir: Option<NonEmpty>,
+    pub(crate) max_memory_mib: Option<NonZeroU64>,
+    pub(crate) max_concurrency: Option<NonZeroU32>,
+    pub(crate) cache_dir: Option<NonEmpty>,
+    pub(crate) guest_threads: Option<NonZeroU32>,
 }
 
 /// `[telemetry]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTelemetry {
-    pub(crate) otlp_endpoint: Option<Spanned<String>>,
-    pub(crate) service_name: Option<Spanned<String>>,
+    pub(crate) otlp_endpoint: Option<OtlpEndpoint>,
+    pub(crate) service_name: Option<NonEmpty>,
 }
 
 /// `[[topic]]`
@@ -128,19 +153,54 @@ pub(crate) struct RawTelemetry {
 pub(crate) struct RawTopic {
     #[serde(skip)]
     pub(crate) origin: Origin,
-    pub(crate) name: Spanned<String>,
-    pub(crate) partitions: Option<Spanned<u32>>,
-    pub(crate) replication: Option<Spanned<i16>>,
+    pub(crate) name: Spanned<TopicName>,
+    pub(crate) partitions: Option<NonZeroU32>,
+    pub(crate) replication: Option<Replication>,
     #[serde(default)]
     pub(crate) retention: RawRetention,
+}
+
+/// A topic's replication factor: at least 1, or -1 for the broker's default.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "i16")]
+pub(crate) struct Replication(pub(crate) i16);
+
+impl TryFrom<i16> for Replication {
+    type Error = String;
+    fn try_from(n: i16) -> Result<Self, String> {
+        match n {
+            -1 | 1.. => Ok(Self(n)),
+            _ => Err(format!(
+                "expected at least 1, or -1 for the broker's default, found {n}"
+            )),
+        }
+    }
 }
 
 /// `retention = { .. }` of a topic: Kafka's `retention.bytes` and `retention.ms`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRetention {
-    pub(crate) bytes: Option<Spanned<i64>>,
-    pub(crate) ms: Option<Spanned<i64>>,
+    pub(crate) bytes: Option<RetentionLimit>,
+    pub(crate) ms: Option<RetentionLimit>,
+}
+
+/// A retention limit: at least 1, or -1 for no limit.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "i64")]
+pub(crate) struct RetentionLimit(pub(crate) Limit<u64>);
+
+impl TryFrom<i64> for RetentionLimit {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match n {
+            -1 => Ok(Self(Limit::Unlimited)),
+            1.. => Ok(Self(Limit::At(n.unsigned_abs()))),
+            _ => Err(format!(
+                "expected at least 1, or -1 for no limit, found {n}"
+            )),
+        }
+    }
 }
 
 /// A drop-in binding file `<plugins_dir>/<name>.toml`: one plugin's own tables.
@@ -148,7 +208,7 @@ pub(crate) struct RawRetention {
 #[serde(deny_unknown_fields)]
 struct RawDropIn {
     #[serde(default)]
-    plugin: BTreeMap<Spanned<String>, RawPlugin>,
+    plugin: BTreeMap<Spanned<PluginName>, RawPlugin>,
     #[serde(default)]
     subscription: Vec<RawSubscription>,
     #[serde(default)]
@@ -161,41 +221,49 @@ struct RawDropIn {
 pub(crate) struct RawPlugin {
     #[serde(skip)]
     pub(crate) origin: Origin,
-    pub(crate) path: Option<Spanned<String>>,
+    pub(crate) path: Option<NonEmpty>,
     #[serde(default)]
     pub(crate) publish: Vec<Spanned<String>>,
     #[serde(default)]
-    pub(crate) config: BTreeMap<Spanned<String>, Spanned<Scalar>>,
+    pub(crate) config: BTreeMap<String, Scalar>,
     #[serde(default)]
     pub(crate) limits: RawLimits,
     pub(crate) cloudevents: Option<RawCloudEvents>,
-    pub(crate) instance: Option<Spanned<String>>,
-    pub(crate) reuse_inputs: Option<Spanned<u32>>,
+    pub(crate) instance: Option<Instance>,
+    pub(crate) reuse_inputs: Option<Spanned<NonZeroU32>>,
+}
+
+/// `instance` of a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Instance {
+    Fresh,
+    Reuse,
 }
 
 /// `cloudevents = { .. }` of a plugin.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCloudEvents {
-    pub(crate) source: Option<Spanned<String>>,
+    pub(crate) source: Option<NonEmpty>,
     #[serde(rename = "type")]
-    pub(crate) event_type: Option<Spanned<String>>,
+    pub(crate) event_type: Option<NonEmpty>,
 }
 
 /// `limits = { .. }` of a plugin.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLimits {
-    pub(crate) memory_mib: Option<Spanned<u64>>,
-    pub(crate) timeout_ms: Option<Spanned<u64>>,
-    pub(crate) outbox_messages: Option<Spanned<u64>>,
-    pub(crate) outbox_kib: Option<Spanned<u64>>,
-    pub(crate) state_writes: Option<Spanned<u64>>,
-    pub(crate) state_write_kib: Option<Spanned<u64>>,
-    pub(crate) state_read_kib: Option<Spanned<u64>>,
-    pub(crate) log_kib: Option<Spanned<u64>>,
-    pub(crate) response_kib: Option<Spanned<u64>>,
-    pub(crate) concurrency: Option<Spanned<u32>>,
+    pub(crate) memory_mib: Option<Spanned<NonZeroU64>>,
+    pub(crate) timeout_ms: Option<NonZeroU64>,
+    pub(crate) outbox_messages: Option<NonZeroU64>,
+    pub(crate) outbox_kib: Option<NonZeroU64>,
+    pub(crate) state_writes: Option<NonZeroU64>,
+    pub(crate) state_write_kib: Option<NonZeroU64>,
+    pub(crate) state_read_kib: Option<NonZeroU64>,
+    pub(crate) log_kib: Option<NonZeroU64>,
+    pub(crate) response_kib: Option<NonZeroU64>,
+    pub(crate) concurrency: Option<Spanned<NonZeroU32>>,
 }
 
 /// `[[subscription]]`
@@ -206,7 +274,7 @@ pub(crate) struct RawSubscription {
     pub(crate) origin: Origin,
     pub(crate) topic: Spanned<String>,
     pub(crate) plugin: Spanned<String>,
-    pub(crate) group: Option<Spanned<String>>,
+    pub(crate) group: Option<Spanned<NonEmpty>>,
     pub(crate) dead_letter: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) retry: RawRetry,
@@ -218,7 +286,7 @@ pub(crate) struct RawSubscription {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRetry {
-    pub(crate) attempts: Option<Spanned<u32>>,
+    pub(crate) attempts: Option<NonZeroU32>,
     pub(crate) backoff_ms: Option<Spanned<u64>>,
     pub(crate) max_backoff_ms: Option<Spanned<u64>>,
 }
@@ -229,8 +297,8 @@ pub(crate) struct RawRetry {
 pub(crate) struct RawRoute {
     #[serde(skip)]
     pub(crate) origin: Origin,
-    pub(crate) method: Spanned<String>,
-    pub(crate) path: Spanned<String>,
+    pub(crate) method: Method,
+    pub(crate) path: Spanned<RoutePath>,
     pub(crate) plugin: Spanned<String>,
 }
 
@@ -238,7 +306,7 @@ impl RawConfig {
     /// Parses `text`, read from `file`, and records that file as the origin of every table.
     pub(crate) fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
         let source = Source::new(file, text);
-        let mut raw: Self = toml::from_str(text).map_err(|e| toml_error::convert(&source, &e))?;
+        let mut raw: Self = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
         raw.set_origin(&source);
         raw.source = source;
         Ok(raw)
@@ -252,34 +320,24 @@ impl RawConfig {
         plugin: &str,
     ) -> Result<Self, ConfigError> {
         let source = Source::new(file, text);
-        let drop_in: RawDropIn =
-            toml::from_str(text).map_err(|e| toml_error::convert(&source, &e))?;
-        let foreign = |name: &Spanned<String>, key: String| {
+        let drop_in: RawDropIn = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+        let foreign = |name: &Spanned<String>| {
             (name.get_ref() != plugin).then(|| {
-                source.error(
-                    name.span(),
-                    key,
-                    format!(
-                        "a drop-in file may only bind its own plugin {plugin:?}, not {:?}",
-                        name.get_ref()
-                    ),
-                )
+                let message = format!(
+                    "a drop-in file may only bind its own plugin {plugin:?}, not {:?}",
+                    name.get_ref()
+                );
+                source.error(name.span(), message)
             })
         };
-        for name in drop_in.plugin.keys() {
-            if let Some(err) = foreign(name, format!("plugin.{}", quote_key(name.get_ref()))) {
-                return Err(err);
-            }
-        }
-        for (i, sub) in drop_in.subscription.iter().enumerate() {
-            if let Some(err) = foreign(&sub.plugin, format!("subscription[{i}].plugin")) {
-                return Err(err);
-            }
-        }
-        for (i, route) in drop_in.route.iter().enumerate() {
-            if let Some(err) = foreign(&route.plugin, format!("route[{i}].plugin")) {
-                return Err(err);
-            }
+        let names = drop_in
+            .plugin
+            .keys()
+            .map(|name| Spanned::new(name.span(), name.get_ref().0.clone()));
+        let references = (drop_in.subscription.iter().map(|sub| sub.plugin.clone()))
+            .chain(drop_in.route.iter().map(|route| route.plugin.clone()));
+        if let Some(err) = names.chain(references).find_map(|name| foreign(&name)) {
+            return Err(err);
         }
         let mut raw = RawConfig {
             plugin: drop_in.plugin,
@@ -303,10 +361,9 @@ impl RawConfig {
                 let first_file = existing.origin.source.path().display();
                 return Err(plugin.origin.source.error(
                     name.span(),
-                    format!("plugin.{}", quote_key(name.get_ref())),
                     format!(
                         "plugin {:?} is already defined in {first_file} at line {line}",
-                        name.get_ref()
+                        name.get_ref().0
                     ),
                 ));
             }
@@ -402,22 +459,25 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
-impl<'de> Deserialize<'de> for AnyOrList {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for AnyOrList<T> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct AnyOrListVisitor;
+        struct AnyOrListVisitor<T>(std::marker::PhantomData<T>);
 
-        impl<'de> Visitor<'de> for AnyOrListVisitor {
-            type Value = AnyOrList;
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for AnyOrListVisitor<T> {
+            type Value = AnyOrList<T>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("\"*\" or an array of strings")
             }
 
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<AnyOrList, E> {
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AnyOrList<T>, E> {
                 Ok(AnyOrList::One(v.to_owned()))
             }
 
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<AnyOrList, A::Error> {
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<AnyOrList<T>, A::Error> {
                 let mut items = Vec::new();
                 while let Some(item) = seq.next_element()? {
                     items.push(item);
@@ -426,7 +486,7 @@ impl<'de> Deserialize<'de> for AnyOrList {
             }
         }
 
-        deserializer.deserialize_any(AnyOrListVisitor)
+        deserializer.deserialize_any(AnyOrListVisitor(std::marker::PhantomData))
     }
 }
 
@@ -446,7 +506,7 @@ mod tests {
         let config: Vec<(&str, String)> = plugin
             .config
             .iter()
-            .map(|(k, v)| (k.get_ref().as_str(), v.get_ref().to_string()))
+            .map(|(k, v)| (k.as_str(), v.to_string()))
             .collect();
         let expected = [
             ("b", "true"),
@@ -464,8 +524,8 @@ mod tests {
         let err = RawConfig::parse("[plugin.a]\nconfig = { k = [1] }\n", Path::new("m.toml"))
             .expect_err("an array is not a scalar");
         assert_eq!(
-            err.to_string(),
-            "m.toml:2:16: plugin.a.config.k: invalid type: array, \
+            err.summary(),
+            "m.toml:2:16: invalid type: sequence, \
              expected a string, integer, float or boolean"
         );
     }
@@ -502,8 +562,8 @@ mod tests {
         let again = RawConfig::parse("\n[plugin.a]\n", Path::new("plugins/a.toml")).unwrap();
         let err = main.merge(again).expect_err("a is defined twice");
         assert_eq!(
-            err.to_string(),
-            "plugins/a.toml:2:9: plugin.a: plugin \"a\" is already defined in main.toml at line 1"
+            err.summary(),
+            "plugins/a.toml:2:9: plugin \"a\" is already defined in main.toml at line 1"
         );
     }
 }

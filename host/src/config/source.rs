@@ -1,5 +1,5 @@
-//! The text of one configuration file, and how to turn byte spans in it into the
-//! `line:column` and dotted key paths that error messages show.
+//! The text of one configuration file, and how to turn byte spans in it into the located
+//! errors of [`ConfigError`].
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -34,11 +34,6 @@ impl Source {
         base_dir(&self.path)
     }
 
-    /// The whole text of the file.
-    pub(crate) fn text(&self) -> &str {
-        &self.text
-    }
-
     /// 1-based line and column (counted in characters) of the byte at `offset`.
     pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
         let offset = floor_char_boundary(&self.text, offset);
@@ -49,21 +44,26 @@ impl Source {
         (line, column)
     }
 
-    /// An error pointing at `span`, about the value of `key`.
-    pub(crate) fn error(
-        &self,
-        span: Range<usize>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> ConfigError {
+    /// An error pointing at `span`: the message, and the line it is on, underlined.
+    pub(crate) fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         let (line, column) = self.position(span.start);
+        let start = floor_char_boundary(&self.text, span.start);
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let text = self.text[line_start..].lines().next().unwrap_or("");
+        let end = floor_char_boundary(&self.text, span.end).clamp(start, line_start + text.len());
         ConfigError::Invalid {
             file: self.path.clone(),
             line,
             column,
-            key: key.into(),
             message: message.into(),
+            text: text.to_owned(),
+            width: self.text[start..end].chars().count(),
         }
+    }
+
+    /// toml's own error (syntax, an unknown key, a type, or a check in a `try_from`), located.
+    pub(crate) fn toml_error(&self, error: &toml::de::Error) -> ConfigError {
+        self.error(error.span().unwrap_or(0..0), error.message())
     }
 }
 
@@ -82,16 +82,6 @@ pub(crate) struct Origin {
 /// The directory of `file`, or `.`-relative empty path when it has none.
 pub(crate) fn base_dir(file: &Path) -> &Path {
     file.parent().unwrap_or(Path::new(""))
-}
-
-/// `parent.key`, quoting `key` when it is not a bare TOML key; `-` and `` are empty parents.
-pub(crate) fn join_key(parent: &str, key: &str) -> String {
-    let key = quote_key(key);
-    if parent.is_empty() || parent == "-" {
-        key.into_owned()
-    } else {
-        format!("{parent}.{key}")
-    }
 }
 
 /// `key` as written in TOML: bare when it can be, else in double quotes.
@@ -135,21 +125,22 @@ mod tests {
     }
 
     #[test]
-    fn error_display_names_file_position_and_key() {
+    fn errors_underline_the_span_on_its_line() {
         let s = source("[server]\nlisten = \"nope\"\n");
-        let err = s.error(18..24, "server.listen", "bad address");
-        assert_eq!(err.to_string(), "x.toml:2:10: server.listen: bad address");
+        let err = s.error(18..24, "bad address");
+        assert_eq!(
+            err.to_string(),
+            "x.toml:2:10: bad address\n 2 | listen = \"nope\"\n   |          ^^^^^^"
+        );
+        // A span running past its line is cut at the line's end.
+        let err = s.error(18..40, "x");
+        assert!(err.to_string().ends_with("|          ^^^^^^"), "{err}");
     }
 
     #[test]
     fn keys_are_quoted_only_when_needed() {
-        assert_eq!(join_key("", "bus"), "bus");
-        assert_eq!(join_key("bus", "options"), "bus.options");
-        assert_eq!(
-            join_key("bus.options", "linger.ms"),
-            "bus.options.\"linger.ms\""
-        );
-        assert_eq!(join_key("-", "x"), "x");
+        assert_eq!(quote_key("bus"), "bus");
+        assert_eq!(quote_key("linger.ms"), "\"linger.ms\"");
         assert_eq!(quote_key(""), "\"\"");
     }
 

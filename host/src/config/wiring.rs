@@ -1,10 +1,12 @@
-//! The wiring: the tables that bind plugins to the world — `[[topic]]`, `[plugin.X]`, `[[subscription]]`
-//! and `[[route]]` — checked for name syntax, duplicates and dangling references.
+//! The wiring: the tables that bind plugins to the world — `[[topic]]`, `[plugin.X]`,
+//! `[[subscription]]` and `[[route]]` — checked for duplicates, dangling references and
+//! limits that depend on other keys.
 //!
 //! These tables may come from several files (see `RawConfig::merge`), so each check reports
 //! against the item's own [`Origin`](super::source::Origin), not the main file.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -14,10 +16,9 @@ use super::error::ConfigError;
 use super::model::{
     Limits, PluginConfig, RetryPolicy, RouteConfig, RuntimeConfig, SubscriptionConfig, TopicConfig,
 };
-use super::names::{check_method, check_plugin_name, check_route_path, check_topic_name};
-use super::raw::{RawLimits, RawPlugin, RawRoute, RawSubscription, RawTopic};
-use super::source::{Source, quote_key};
-use super::validate::{at_least, between, millis_or, non_empty, resolve};
+use super::names::{PluginName, TopicName};
+use super::raw::{Instance, RawLimits, RawPlugin, RawRoute, RawSubscription, RawTopic};
+use super::source::Source;
 use crate::bus::{Limit, Retention};
 use crate::cloudevents::Producer;
 use crate::runtime::Budget;
@@ -27,44 +28,23 @@ pub(super) fn topics(raw: &[RawTopic]) -> Result<BTreeMap<String, TopicConfig>, 
     let mut first: BTreeMap<&str, &RawTopic> = BTreeMap::new();
     for topic in raw {
         let src = &*topic.origin.source;
-        let key = |field| format!("topic[{}].{field}", topic.origin.index);
-        let name = topic.name.get_ref();
-        check_topic_name(name).map_err(|msg| src.error(topic.name.span(), key("name"), msg))?;
+        let name = &topic.name.get_ref().0;
         if let Some(earlier) = first.insert(name, topic) {
             let at = location(&earlier.origin.source, earlier.name.span(), src);
             return Err(src.error(
                 topic.name.span(),
-                key("name"),
                 format!("topic {name:?} is already declared {at}, expected unique topic names"),
             ));
         }
-        let partitions = at_least(src, &key("partitions"), &topic.partitions, 1)?
-            .unwrap_or(TopicConfig::DEFAULT_PARTITIONS);
-        let replication = match &topic.replication {
-            Some(r) if *r.get_ref() < 1 && *r.get_ref() != -1 => {
-                return Err(src.error(
-                    r.span(),
-                    key("replication"),
-                    format!(
-                        "expected at least 1, or -1 for the broker's default, found {}",
-                        r.get_ref()
-                    ),
-                ));
-            }
-            Some(r) => *r.get_ref(),
-            None => TopicConfig::DEFAULT_REPLICATION,
-        };
-        let retention = Retention {
-            bytes: limit(src, &key("retention.bytes"), &topic.retention.bytes)?
-                .map(|bytes| bytes as u64),
-            age: limit(src, &key("retention.ms"), &topic.retention.ms)?
-                .map(|ms| Duration::from_millis(ms as u64)),
-        };
+        let retention = &topic.retention;
         let config = TopicConfig {
             name: name.clone(),
-            partitions,
-            replication,
-            retention,
+            partitions: (topic.partitions).map_or(TopicConfig::DEFAULT_PARTITIONS, u32::from),
+            replication: (topic.replication).map_or(TopicConfig::DEFAULT_REPLICATION, |r| r.0),
+            retention: Retention {
+                bytes: retention.bytes.map_or(Limit::BusDefault, |l| l.0),
+                age: (retention.ms).map_or(Limit::BusDefault, |l| l.0.map(Duration::from_millis)),
+            },
         };
         topics.insert(name.clone(), config);
     }
@@ -72,173 +52,101 @@ pub(super) fn topics(raw: &[RawTopic]) -> Result<BTreeMap<String, TopicConfig>, 
 }
 
 pub(super) fn plugins(
-    raw: &BTreeMap<Spanned<String>, RawPlugin>,
+    raw: &BTreeMap<Spanned<PluginName>, RawPlugin>,
     runtime: &RuntimeConfig,
     topics: &BTreeMap<String, TopicConfig>,
 ) -> Result<BTreeMap<String, PluginConfig>, ConfigError> {
     let mut plugins = BTreeMap::new();
     for (name, plugin) in raw {
         let src = &*plugin.origin.source;
-        let table = format!("plugin.{}", quote_key(name.get_ref()));
-        let key = |field: &str| format!("{table}.{field}");
-        check_plugin_name(name.get_ref()).map_err(|msg| src.error(name.span(), &table, msg))?;
+        let name = &name.get_ref().0;
         let path = match &plugin.path {
-            Some(path) => resolve(src, src.dir(), &key("path"), path)?,
-            None => runtime.plugins_dir.join(format!("{}.wasm", name.get_ref())),
+            Some(path) => src.dir().join(&path.0),
+            None => runtime.plugins_dir.join(format!("{name}.wasm")),
         };
-        let mut publish = Vec::with_capacity(plugin.publish.len());
-        for (i, topic) in plugin.publish.iter().enumerate() {
-            declared_topic(src, &key(&format!("publish[{i}]")), topic, topics)?;
-            publish.push(topic.get_ref().clone());
-        }
-        let config = plugin
-            .config
-            .iter()
-            .map(|(k, v)| (k.get_ref().clone(), v.get_ref().to_string()))
+        let publish = (plugin.publish.iter())
+            .map(|topic| declared_topic(src, topic, topics).map(|t| t.name.clone()))
+            .collect::<Result<_, _>>()?;
+        let config = (plugin.config.iter())
+            .map(|(k, v)| (k.clone(), v.to_string()))
             .collect();
-        let limits = &plugin.limits;
-        let memory_mib = match &limits.memory_mib {
-            Some(mib) => {
-                let max = runtime.max_memory_mib;
-                if !(1..=max).contains(mib.get_ref()) {
-                    return Err(src.error(
-                        mib.span(),
-                        key("limits.memory_mib"),
-                        format!(
-                            "expected 1 to {max} (runtime.max_memory_mib), found {}",
-                            mib.get_ref()
-                        ),
-                    ));
-                }
-                *mib.get_ref()
+        let cloudevents = plugin.cloudevents.as_ref().map(|raw| {
+            let mut producer = Producer::default_for(name);
+            if let Some(source) = &raw.source {
+                producer.source = source.0.clone();
             }
-            None => Limits::DEFAULT_MEMORY_MIB.min(runtime.max_memory_mib),
-        };
-        let timeout = at_least(src, &key("limits.timeout_ms"), &limits.timeout_ms, 1)?
-            .map_or(Limits::DEFAULT_TIMEOUT, Duration::from_millis);
-        let budget = budget(src, &key, limits)?;
-        let max = runtime.max_concurrency;
-        let concurrency = match &limits.concurrency {
-            Some(n) if !(1..=max).contains(n.get_ref()) => {
-                return Err(src.error(
-                    n.span(),
-                    key("limits.concurrency"),
-                    format!(
-                        "expected 1 to {max} (runtime.max_concurrency), found {}",
-                        n.get_ref()
-                    ),
-                ));
+            if let Some(event_type) = &raw.event_type {
+                producer.event_type = event_type.0.clone();
             }
-            Some(n) => *n.get_ref(),
-            None => Limits::DEFAULT_CONCURRENCY.min(max),
-        };
-        let cloudevents = match &plugin.cloudevents {
-            None => None,
-            Some(raw) => {
-                let mut producer = Producer::default_for(name.get_ref());
-                for (field, value, into) in [
-                    ("source", &raw.source, &mut producer.source),
-                    ("type", &raw.event_type, &mut producer.event_type),
-                ] {
-                    if let Some(value) = value {
-                        if value.get_ref().trim().is_empty() {
-                            let key = key(&format!("cloudevents.{field}"));
-                            return Err(src.error(value.span(), key, "must not be empty"));
-                        }
-                        *into = value.get_ref().clone();
-                    }
-                }
-                Some(producer)
+            producer
+        });
+        let reuse_inputs = match (plugin.instance, &plugin.reuse_inputs) {
+            (Some(Instance::Reuse), n) => Some(
+                n.as_ref()
+                    .map_or(PluginConfig::DEFAULT_REUSE_INPUTS, |n| n.get_ref().get()),
+            ),
+            (_, Some(n)) => {
+                let message = "reuse_inputs is only allowed with instance = \"reuse\"";
+                return Err(src.error(n.span(), message));
             }
+            (_, None) => None,
         };
-        let reuse_inputs = reuse_inputs(src, &key, plugin)?;
         let config = PluginConfig {
-            name: name.get_ref().clone(),
+            name: name.clone(),
             path,
             publish,
             config,
             cloudevents,
             reuse_inputs,
-            limits: Limits {
-                memory_mib,
-                timeout,
-                budget,
-                concurrency,
-            },
+            limits: limits(src, &plugin.limits, runtime)?,
         };
-        plugins.insert(name.get_ref().clone(), config);
+        plugins.insert(name.clone(), config);
     }
     Ok(plugins)
 }
 
-/// `instance` and `reuse_inputs` of a plugin: how many inputs one instance serves, when it
-/// serves more than one.
-fn reuse_inputs(
-    src: &Source,
-    key: &dyn Fn(&str) -> String,
-    plugin: &RawPlugin,
-) -> Result<Option<u32>, ConfigError> {
-    let limit = at_least(src, &key("reuse_inputs"), &plugin.reuse_inputs, 1)?;
-    match plugin
-        .instance
-        .as_ref()
-        .map(|i| (i.get_ref().as_str(), i.span()))
-    {
-        None | Some(("fresh", _)) => match &plugin.reuse_inputs {
-            Some(n) => Err(src.error(
-                n.span(),
-                key("reuse_inputs"),
-                "is only allowed with instance = \"reuse\"",
-            )),
-            None => Ok(None),
-        },
-        Some(("reuse", _)) => Ok(Some(limit.unwrap_or(PluginConfig::DEFAULT_REUSE_INPUTS))),
-        Some((other, span)) => Err(src.error(
-            span,
-            key("instance"),
-            format!("unknown instance strategy {other:?}, expected \"fresh\" or \"reuse\""),
+/// A plugin's `limits`, within the runtime's ceilings; KiB values become bytes.
+fn limits(src: &Source, raw: &RawLimits, runtime: &RuntimeConfig) -> Result<Limits, ConfigError> {
+    let max_memory = runtime.max_memory_mib;
+    let max_concurrency = u64::from(runtime.max_concurrency);
+    let within = |value: &Option<Spanned<NonZeroU64>>, max: u64, setting: &str| match value {
+        Some(v) if v.get_ref().get() > max => Err(src.error(
+            v.span(),
+            format!("expected 1 to {max} ({setting}), found {}", v.get_ref()),
         )),
-    }
-}
-
-/// The per-input budget of a plugin's `limits`; KiB values become bytes.
-fn budget(
-    src: &Source,
-    key: &dyn Fn(&str) -> String,
-    limits: &RawLimits,
-) -> Result<Budget, ConfigError> {
+        Some(v) => Ok(Some(v.get_ref().get())),
+        None => Ok(None),
+    };
+    let concurrency = raw
+        .concurrency
+        .as_ref()
+        .map(|n| Spanned::new(n.span(), (*n.get_ref()).into()));
     let defaults = Budget::default();
-    let count = |field: &str, value: &Option<Spanned<u64>>, default: usize| {
-        at_least(src, &key(&format!("limits.{field}")), value, 1)
-            .map(|v| v.map_or(default, |v| usize::try_from(v).unwrap_or(usize::MAX)))
+    let count = |value: Option<NonZeroU64>, default: usize| {
+        value.map_or(default, |v| usize::try_from(v.get()).unwrap_or(usize::MAX))
     };
-    let kib = |field: &str, value: &Option<Spanned<u64>>, default: usize| {
-        count(field, value, default >> 10).map(|kib| kib.saturating_mul(1024))
+    let kib = |value: Option<NonZeroU64>, default: usize| {
+        count(value, default >> 10).saturating_mul(1024)
     };
-    Ok(Budget {
-        outbox_messages: count(
-            "outbox_messages",
-            &limits.outbox_messages,
-            defaults.outbox_messages,
-        )?,
-        outbox_bytes: kib("outbox_kib", &limits.outbox_kib, defaults.outbox_bytes)?,
-        state_writes: count("state_writes", &limits.state_writes, defaults.state_writes)?,
-        state_write_bytes: kib(
-            "state_write_kib",
-            &limits.state_write_kib,
-            defaults.state_write_bytes,
-        )?,
-        state_read_bytes: kib(
-            "state_read_kib",
-            &limits.state_read_kib,
-            defaults.state_read_bytes,
-        )?,
-        log_bytes: kib("log_kib", &limits.log_kib, defaults.log_bytes)?,
-        response_bytes: kib(
-            "response_kib",
-            &limits.response_kib,
-            defaults.response_bytes,
-        )?,
+    Ok(Limits {
+        memory_mib: within(&raw.memory_mib, max_memory, "runtime.max_memory_mib")?
+            .unwrap_or(Limits::DEFAULT_MEMORY_MIB.min(max_memory)),
+        timeout: (raw.timeout_ms).map_or(Limits::DEFAULT_TIMEOUT, |ms| {
+            Duration::from_millis(ms.get())
+        }),
+        concurrency: within(&concurrency, max_concurrency, "runtime.max_concurrency")?.map_or(
+            Limits::DEFAULT_CONCURRENCY.min(runtime.max_concurrency),
+            |n| n as u32,
+        ),
+        budget: Budget {
+            outbox_messages: count(raw.outbox_messages, defaults.outbox_messages),
+            outbox_bytes: kib(raw.outbox_kib, defaults.outbox_bytes),
+            state_writes: count(raw.state_writes, defaults.state_writes),
+            state_write_bytes: kib(raw.state_write_kib, defaults.state_write_bytes),
+            state_read_bytes: kib(raw.state_read_kib, defaults.state_read_bytes),
+            log_bytes: kib(raw.log_kib, defaults.log_bytes),
+            response_bytes: kib(raw.response_kib, defaults.response_bytes),
+        },
     })
 }
 
@@ -253,20 +161,17 @@ pub(super) fn subscriptions(
     let mut subscriptions = Vec::with_capacity(raw.len());
     for sub in raw {
         let src = &*sub.origin.source;
-        let key = |field| format!("subscription[{}].{field}", sub.origin.index);
-        let topic = declared_topic(src, &key("topic"), &sub.topic, declared)?;
-        defined_plugin(src, &key("plugin"), &sub.plugin, plugins)?;
+        let topic = declared_topic(src, &sub.topic, declared)?;
+        defined_plugin(src, &sub.plugin, plugins)?;
         // The group defaults to the plugin's name; errors about it point at whichever is set.
-        let (group_key, group) = match &sub.group {
-            Some(group) => ("group", group),
-            None => ("plugin", &sub.plugin),
+        let group = match &sub.group {
+            Some(group) => Spanned::new(group.span(), group.get_ref().0.as_str()),
+            None => Spanned::new(sub.plugin.span(), sub.plugin.get_ref().as_str()),
         };
-        non_empty(src, &key(group_key), group)?;
-        let consumer = (topic.name.as_str(), group.get_ref().as_str());
+        let consumer = (topic.name.as_str(), *group.get_ref());
         if let Some(other) = consumers.insert(consumer, sub.origin.index) {
             return Err(src.error(
                 group.span(),
-                key(group_key),
                 format!(
                     "group {:?} already consumes topic {:?} in subscription[{other}], \
                      expected one subscription per topic and group",
@@ -277,103 +182,47 @@ pub(super) fn subscriptions(
         }
         let dead_letter = match &sub.dead_letter {
             Some(dlq) if dlq.get_ref() == &topic.name => {
-                return Err(src.error(
-                    dlq.span(),
-                    key("dead_letter"),
-                    "is the consumed topic itself, expected another topic",
-                ));
+                let message = "dead_letter is the consumed topic itself, expected another topic";
+                return Err(src.error(dlq.span(), message));
             }
-            Some(dlq) => declared_topic(src, &key("dead_letter"), dlq, declared)?
-                .name
-                .clone(),
+            Some(dlq) => declared_topic(src, dlq, declared)?.name.clone(),
             None => {
-                let name = format!("{}.dlq", topic.name);
-                check_topic_name(&name).map_err(|msg| {
+                let name = TopicName::try_from(format!("{}.dlq", topic.name)).map_err(|msg| {
                     let msg = format!("the default dead-letter topic is invalid: {msg}");
-                    src.error(sub.topic.span(), key("dead_letter"), msg)
+                    src.error(sub.topic.span(), msg)
                 })?;
-                if !declared.contains_key(&name) {
-                    implicit.entry(name.clone()).or_insert_with(|| TopicConfig {
-                        name: name.clone(),
-                        partitions: 1,
-                        replication: topic.replication,
-                        retention: Retention::default(),
-                    });
+                if !declared.contains_key(&name.0) {
+                    implicit
+                        .entry(name.0.clone())
+                        .or_insert_with(|| TopicConfig {
+                            name: name.0.clone(),
+                            partitions: 1,
+                            replication: topic.replication,
+                            retention: Retention::default(),
+                        });
                 }
-                name
+                name.0
             }
         };
-        let retry = &sub.retry;
-        let attempts = at_least(src, &key("retry.attempts"), &retry.attempts, 1)?
-            .unwrap_or(RetryPolicy::DEFAULT_ATTEMPTS);
-        // A floor keeps retry loops from spinning.
-        at_least(
-            src,
-            &key("retry.backoff_ms"),
-            &retry.backoff_ms,
-            RetryPolicy::MIN_BACKOFF_MS,
-        )?;
-        let backoff = millis_or(&retry.backoff_ms, RetryPolicy::DEFAULT_BACKOFF);
-        let max_backoff = millis_or(&retry.max_backoff_ms, RetryPolicy::DEFAULT_MAX_BACKOFF);
-        if max_backoff < backoff {
-            let (ms, field, message) = match (&retry.max_backoff_ms, &retry.backoff_ms) {
-                (Some(max), _) => (
-                    max,
-                    "retry.max_backoff_ms",
-                    format!(
-                        "expected at least backoff_ms ({}), found {}",
-                        backoff.as_millis(),
-                        max_backoff.as_millis()
-                    ),
-                ),
-                (None, Some(ms)) => (
-                    ms,
-                    "retry.backoff_ms",
-                    format!(
-                        "expected at most max_backoff_ms ({}), found {}",
-                        max_backoff.as_millis(),
-                        backoff.as_millis()
-                    ),
-                ),
-                (None, None) => unreachable!("the defaults are ordered"),
-            };
-            return Err(src.error(ms.span(), key(field), message));
-        }
-        let concurrency = between(
-            src,
-            &key("concurrency"),
-            &sub.concurrency,
-            1,
-            SubscriptionConfig::MAX_CONCURRENCY,
-        )?
-        .unwrap_or(SubscriptionConfig::DEFAULT_CONCURRENCY);
+        let concurrency = between(src, &sub.concurrency, SubscriptionConfig::MAX_CONCURRENCY)?
+            .unwrap_or(SubscriptionConfig::DEFAULT_CONCURRENCY);
         let max_pending = match &sub.max_pending {
             Some(n) if *n.get_ref() < concurrency => {
                 let message = format!(
-                    "expected at least concurrency ({concurrency}), found {}",
+                    "max_pending must be at least concurrency ({concurrency}), found {}",
                     n.get_ref()
                 );
-                return Err(src.error(n.span(), key("max_pending"), message));
+                return Err(src.error(n.span(), message));
             }
-            _ => between(
-                src,
-                &key("max_pending"),
-                &sub.max_pending,
-                1,
-                SubscriptionConfig::MAX_PENDING,
-            )?
-            .unwrap_or(SubscriptionConfig::DEFAULT_MAX_PENDING.max(concurrency)),
+            n => between(src, n, SubscriptionConfig::MAX_PENDING)?
+                .unwrap_or(SubscriptionConfig::DEFAULT_MAX_PENDING.max(concurrency)),
         };
         subscriptions.push(SubscriptionConfig {
             topic: topic.name.clone(),
             plugin: sub.plugin.get_ref().clone(),
-            group: group.get_ref().clone(),
+            group: group.get_ref().to_string(),
             dead_letter,
-            retry: RetryPolicy {
-                attempts,
-                backoff,
-                max_backoff,
-            },
+            retry: retry(src, sub)?,
             concurrency,
             max_pending,
         });
@@ -382,27 +231,67 @@ pub(super) fn subscriptions(
     Ok(subscriptions)
 }
 
+/// A subscription's `retry`: a backoff above its floor, which keeps retry loops from
+/// spinning, and not above its ceiling.
+fn retry(src: &Source, sub: &RawSubscription) -> Result<RetryPolicy, ConfigError> {
+    let raw = &sub.retry;
+    let millis = |ms: &Option<Spanned<u64>>, default| {
+        ms.as_ref()
+            .map_or(default, |ms| Duration::from_millis(*ms.get_ref()))
+    };
+    let backoff = millis(&raw.backoff_ms, RetryPolicy::DEFAULT_BACKOFF);
+    let max_backoff = millis(&raw.max_backoff_ms, RetryPolicy::DEFAULT_MAX_BACKOFF);
+    let error = |ms: &Spanned<u64>, message: String| Err(src.error(ms.span(), message));
+    match (&raw.backoff_ms, &raw.max_backoff_ms) {
+        (Some(ms), _) if *ms.get_ref() < RetryPolicy::MIN_BACKOFF_MS => error(
+            ms,
+            format!(
+                "backoff_ms must be at least {}, found {}",
+                RetryPolicy::MIN_BACKOFF_MS,
+                ms.get_ref()
+            ),
+        ),
+        (_, Some(max)) if max_backoff < backoff => error(
+            max,
+            format!(
+                "max_backoff_ms must be at least backoff_ms ({}), found {}",
+                backoff.as_millis(),
+                max.get_ref()
+            ),
+        ),
+        (Some(ms), None) if max_backoff < backoff => error(
+            ms,
+            format!(
+                "backoff_ms must be at most max_backoff_ms ({}), found {}",
+                max_backoff.as_millis(),
+                ms.get_ref()
+            ),
+        ),
+        _ => Ok(RetryPolicy {
+            attempts: raw
+                .attempts
+                .map_or(RetryPolicy::DEFAULT_ATTEMPTS, u32::from),
+            backoff,
+            max_backoff,
+        }),
+    }
+}
+
 pub(super) fn routes(
     raw: &[RawRoute],
     plugins: &BTreeMap<String, PluginConfig>,
 ) -> Result<Vec<RouteConfig>, ConfigError> {
     // The router matches on shape; one shape must use one spelling of its parameters.
-    let mut shapes: BTreeMap<String, &RawRoute> = BTreeMap::new();
-    let mut seen: BTreeMap<(String, &str), &RawRoute> = BTreeMap::new();
+    let mut shapes: BTreeMap<&str, &RawRoute> = BTreeMap::new();
+    let mut seen: BTreeMap<(&str, &str), &RawRoute> = BTreeMap::new();
     let mut routes = Vec::with_capacity(raw.len());
     for route in raw {
         let src = &*route.origin.source;
-        let key = |field| format!("route[{}].{field}", route.origin.index);
-        let method = check_method(route.method.get_ref())
-            .map_err(|msg| src.error(route.method.span(), key("method"), msg))?;
-        let path = route.path.get_ref();
-        let shape = check_route_path(path)
-            .map_err(|msg| src.error(route.path.span(), key("path"), msg))?
-            .shape;
-        if let Some(other) = seen.insert((method.clone(), path), route) {
+        let method = &route.method.0;
+        let path = &route.path.get_ref().path;
+        if let Some(other) = seen.insert((method, path), route) {
             return Err(src.error(
                 route.path.span(),
-                key("path"),
                 format!(
                     "{method} {path:?} is already routed by route[{}], \
                      expected each method and path once",
@@ -410,22 +299,21 @@ pub(super) fn routes(
                 ),
             ));
         }
-        let other = *shapes.entry(shape).or_insert(route);
-        if other.path.get_ref() != path {
+        let other = *shapes.entry(&route.path.get_ref().shape).or_insert(route);
+        if &other.path.get_ref().path != path {
             return Err(src.error(
                 route.path.span(),
-                key("path"),
                 format!(
                     "path {path:?} overlaps {:?} of route[{}], expected the same parameter \
                      names at the same positions",
-                    other.path.get_ref(),
+                    other.path.get_ref().path,
                     other.origin.index
                 ),
             ));
         }
-        defined_plugin(src, &key("plugin"), &route.plugin, plugins)?;
+        defined_plugin(src, &route.plugin, plugins)?;
         routes.push(RouteConfig {
-            method,
+            method: method.clone(),
             path: path.clone(),
             plugin: route.plugin.get_ref().clone(),
         });
@@ -433,26 +321,23 @@ pub(super) fn routes(
     Ok(routes)
 }
 
-/// A retention limit: at least 1, or -1 for no limit; left out, the bus's default.
-fn limit(src: &Source, key: &str, value: &Option<Spanned<i64>>) -> Result<Limit<i64>, ConfigError> {
+/// A value from 1 to `max`, when set.
+fn between(
+    src: &Source,
+    value: &Option<Spanned<u32>>,
+    max: u32,
+) -> Result<Option<u32>, ConfigError> {
     match value {
-        None => Ok(Limit::BusDefault),
-        Some(v) if *v.get_ref() == -1 => Ok(Limit::Unlimited),
-        Some(v) if *v.get_ref() >= 1 => Ok(Limit::At(*v.get_ref())),
-        Some(v) => Err(src.error(
+        Some(v) if !(1..=max).contains(v.get_ref()) => Err(src.error(
             v.span(),
-            key,
-            format!(
-                "expected at least 1, or -1 for no limit, found {}",
-                v.get_ref()
-            ),
+            format!("expected 1 to {max}, found {}", v.get_ref()),
         )),
+        v => Ok(v.as_ref().map(|v| *v.get_ref())),
     }
 }
 
 fn declared_topic<'t>(
     src: &Source,
-    key: &str,
     name: &Spanned<String>,
     topics: &'t BTreeMap<String, TopicConfig>,
 ) -> Result<&'t TopicConfig, ConfigError> {
@@ -462,13 +347,12 @@ fn declared_topic<'t>(
             "topic {:?} is not declared, expected {expected}",
             name.get_ref()
         );
-        src.error(name.span(), key, message)
+        src.error(name.span(), message)
     })
 }
 
 fn defined_plugin(
     src: &Source,
-    key: &str,
     name: &Spanned<String>,
     plugins: &BTreeMap<String, PluginConfig>,
 ) -> Result<(), ConfigError> {
@@ -480,7 +364,7 @@ fn defined_plugin(
         "plugin {:?} is not defined, expected {expected}",
         name.get_ref()
     );
-    Err(src.error(name.span(), key, message))
+    Err(src.error(name.span(), message))
 }
 
 /// `one of "a", "b"`, `"a"`, or `none` when there is nothing to choose from.
@@ -518,11 +402,11 @@ mod tests {
 
     /// Loads `main.toml` with the tables of a drop-in `plugins/extra.toml` merged in.
     fn load_with_drop_in(main: &str, drop_in: &str) -> Result<Config, String> {
-        let mut raw = RawConfig::parse(main, Path::new("main.toml")).map_err(|e| e.to_string())?;
-        let extra = RawConfig::parse(drop_in, Path::new("plugins/extra.toml"))
-            .map_err(|e| e.to_string())?;
-        raw.merge(extra).map_err(|e| e.to_string())?;
-        validate(raw, Path::new("main.toml")).map_err(|e| e.to_string())
+        let mut raw = RawConfig::parse(main, Path::new("main.toml")).map_err(|e| e.summary())?;
+        let extra =
+            RawConfig::parse(drop_in, Path::new("plugins/extra.toml")).map_err(|e| e.summary())?;
+        raw.merge(extra).map_err(|e| e.summary())?;
+        validate(raw, Path::new("main.toml")).map_err(|e| e.summary())
     }
 
     #[test]
@@ -547,7 +431,7 @@ mod tests {
         .expect_err("audit is not defined");
         assert_eq!(
             err,
-            "plugins/extra.toml:4:10: route[0].plugin: plugin \"audit\" is not defined, \
+            "plugins/extra.toml:4:10: plugin \"audit\" is not defined, \
              expected \"cart\""
         );
     }
@@ -558,7 +442,7 @@ mod tests {
             .expect_err("t is declared twice");
         assert_eq!(
             err,
-            "plugins/extra.toml:3:8: topic[0].name: topic \"t\" is already declared in \
+            "plugins/extra.toml:3:8: topic \"t\" is already declared in \
              main.toml at line 2, expected unique topic names"
         );
     }
@@ -571,19 +455,6 @@ mod tests {
         assert_eq!(
             one_of(names(&["a", "b"]).iter(), "-"),
             "one of \"a\", \"b\""
-        );
-    }
-
-    #[test]
-    fn explicit_zero_memory_is_rejected() {
-        let err = Config::parse(
-            "[plugin.a]\nlimits = { memory_mib = 0 }\n",
-            Path::new("e.toml"),
-        )
-        .expect_err("zero memory");
-        assert_eq!(
-            err.to_string(),
-            "e.toml:2:25: plugin.a.limits.memory_mib: expected 1 to 512 (runtime.max_memory_mib), found 0"
         );
     }
 }

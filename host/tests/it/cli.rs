@@ -78,7 +78,7 @@ fn check_rejects_bad_toml_with_file_line_and_key() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("route[0].plugin") && stderr.contains("\"nope\""),
+        stderr.contains("plugin \"nope\" is not defined") && stderr.contains("| plugin = \"nope\""),
         "{stderr}"
     );
 }
