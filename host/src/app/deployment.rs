@@ -130,7 +130,8 @@ impl Deployment {
                 .load_version(registry.get(&plugin.name), plugin, needs)
                 .await
             {
-                Ok(None) => {}
+                // The file is the serving version again: an earlier rejection is past.
+                Ok(None) => self.set_load_error(&plugin.name, None),
                 Ok(Some(new)) => {
                     report
                         .loaded
@@ -420,5 +421,197 @@ pub fn subscription_settings(sub: &SubscriptionConfig) -> SubscriptionSettings {
         max_backoff: sub.retry.max_backoff,
         concurrency: sub.concurrency,
         max_pending: sub.max_pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bus::EmbeddedBus;
+    use crate::dispatch::dispatcher_for_tests;
+    use crate::runtime::test_component::{HANDLES_HTTP, HANDLES_MESSAGES, component};
+    use crate::runtime::version_of;
+    use crate::state::{EmbeddedStore, PendingStore};
+
+    /// `hello` serves `GET /hello`. The runtime of `dispatcher_for_tests` allows 1 MiB.
+    const WITH_HELLO: &str = r#"
+        [runtime]
+        max_memory_mib = 1
+
+        [plugin.hello]
+
+        [[route]]
+        method = "GET"
+        path = "/hello"
+        plugin = "hello"
+    "#;
+
+    const WITHOUT_HELLO: &str = "[runtime]\nmax_memory_mib = 1\n";
+
+    /// A deployment on the embedded bus and store, its config file and plugins in `dir`.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        deployment: Deployment,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("plugins")).unwrap();
+            let store = EmbeddedStore::open(&dir.path().join("state.redb")).unwrap();
+            let pending = PendingStore::new(Arc::new(store), Arc::default());
+            let dispatcher =
+                dispatcher_for_tests(dir.path(), pending, Arc::new(EmbeddedBus::new()));
+            let http = Arc::new(HttpState::new(
+                dispatcher.clone(),
+                RouteTable::default(),
+                1 << 20,
+                Duration::from_secs(1),
+                None,
+            ));
+            let deployment = Deployment::new(dispatcher.runtime().clone(), dispatcher, http);
+            Fixture { dir, deployment }
+        }
+
+        /// Puts `bytes` where the config expects `hello`'s component, as a deploy does.
+        fn deploy_hello(&self, bytes: &[u8]) {
+            std::fs::write(self.dir.path().join("plugins/hello.wasm"), bytes).unwrap();
+        }
+
+        async fn apply(&self, config: &str) -> ApplyReport {
+            let file = self.dir.path().join("eventhost.toml");
+            let config = Config::parse(config, &file).unwrap();
+            self.deployment.apply(config).await
+        }
+
+        /// The version of `hello` that inputs get.
+        fn serving(&self) -> Option<String> {
+            let registry = self.deployment.dispatcher().registry();
+            registry.get("hello").map(|p| p.info.version.clone())
+        }
+
+        fn routes(&self) -> Vec<String> {
+            let routes = self.deployment.http.routes();
+            (routes.routes().iter())
+                .map(|r| format!("{} {} -> {}", r.method, r.pattern, r.plugin))
+                .collect()
+        }
+    }
+
+    fn loaded(bytes: &[u8]) -> ApplyReport {
+        ApplyReport {
+            loaded: vec![format!("hello@{}", version_of(bytes))],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_plugin_is_loaded_and_serves_its_routes() {
+        let host = Fixture::new();
+        let v1 = component(HANDLES_HTTP, "v1");
+        host.deploy_hello(&v1);
+
+        assert_eq!(host.apply(WITH_HELLO).await, loaded(&v1));
+        assert_eq!(host.serving(), Some(version_of(&v1)));
+        assert_eq!(host.routes(), ["GET /hello -> hello"]);
+        assert!(host.deployment.load_errors().is_empty());
+    }
+
+    #[tokio::test]
+    async fn new_bytes_swap_the_version_and_the_same_bytes_load_nothing() {
+        let host = Fixture::new();
+        let (v1, v2) = (component(HANDLES_HTTP, "v1"), component(HANDLES_HTTP, "v2"));
+        assert_ne!(version_of(&v1), version_of(&v2));
+        host.deploy_hello(&v1);
+        host.apply(WITH_HELLO).await;
+
+        host.deploy_hello(&v2);
+        assert_eq!(host.apply(WITH_HELLO).await, loaded(&v2));
+        assert_eq!(host.serving(), Some(version_of(&v2)));
+
+        assert_eq!(host.apply(WITH_HELLO).await, ApplyReport::default());
+        assert_eq!(host.serving(), Some(version_of(&v2)));
+        assert_eq!(host.routes(), ["GET /hello -> hello"]);
+    }
+
+    #[tokio::test]
+    async fn a_plugin_dropped_from_the_config_is_unloaded_with_its_routes() {
+        let host = Fixture::new();
+        host.deploy_hello(&component(HANDLES_HTTP, "v1"));
+        host.apply(WITH_HELLO).await;
+        assert_eq!(host.routes(), ["GET /hello -> hello"]);
+
+        let report = host.apply(WITHOUT_HELLO).await;
+        assert_eq!(
+            report,
+            ApplyReport {
+                unloaded: vec!["hello".into()],
+                ..Default::default()
+            }
+        );
+        assert_eq!(host.serving(), None);
+        assert!(host.routes().is_empty());
+    }
+
+    /// Deploys `bad` over a serving `hello`: it is rejected with a reason containing `why`,
+    /// the previous version keeps its routes, and a good file afterwards clears the error.
+    async fn rejected_while_the_previous_version_serves(bad: &[u8], why: &str) {
+        let host = Fixture::new();
+        let v1 = component(HANDLES_HTTP, "v1");
+        host.deploy_hello(&v1);
+        host.apply(WITH_HELLO).await;
+
+        host.deploy_hello(bad);
+        let report = host.apply(WITH_HELLO).await;
+        assert!(
+            report.loaded.is_empty() && report.unloaded.is_empty(),
+            "{report:?}"
+        );
+        let [(plugin, reason)] = &report.failed[..] else {
+            panic!("one failure expected: {report:?}");
+        };
+        assert_eq!(plugin, "hello");
+        assert!(reason.contains(why), "{reason}");
+        assert_eq!(
+            host.deployment.load_errors(),
+            BTreeMap::from([("hello".to_string(), reason.clone())])
+        );
+        assert_eq!(host.serving(), Some(version_of(&v1)));
+        assert_eq!(host.routes(), ["GET /hello -> hello"]);
+
+        let v2 = component(HANDLES_HTTP, "v2");
+        host.deploy_hello(&v2);
+        assert_eq!(host.apply(WITH_HELLO).await, loaded(&v2));
+        assert!(host.deployment.load_errors().is_empty());
+    }
+
+    #[tokio::test]
+    async fn putting_back_the_serving_file_clears_its_rejection() {
+        let host = Fixture::new();
+        let v1 = component(HANDLES_HTTP, "v1");
+        host.deploy_hello(&v1);
+        host.apply(WITH_HELLO).await;
+        host.deploy_hello(b"not wasm");
+        host.apply(WITH_HELLO).await;
+        assert!(host.deployment.load_errors().contains_key("hello"));
+
+        host.deploy_hello(&v1);
+        assert_eq!(host.apply(WITH_HELLO).await, ApplyReport::default());
+        assert!(host.deployment.load_errors().is_empty());
+        assert_eq!(host.serving(), Some(version_of(&v1)));
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_component_leaves_the_previous_version_serving() {
+        rejected_while_the_previous_version_serves(b"not wasm", "not a valid component").await;
+    }
+
+    #[tokio::test]
+    async fn a_component_without_the_handler_its_routes_need_leaves_the_previous_version_serving() {
+        let messages_only = component(HANDLES_MESSAGES, "v2");
+        let why = "does not export eventhost:plugin/http-handler";
+        rejected_while_the_previous_version_serves(&messages_only, why).await;
     }
 }

@@ -501,9 +501,9 @@ fn rand_millis(below: u64) -> u64 {
 }
 
 /// A dispatcher over `pending` and `bus` with an engine of one small instance and nothing
-/// loaded, for unit tests that drive its commit path without plugins.
+/// loaded, for unit tests of its commit path and of deployments that load their own plugins.
 #[cfg(test)]
-fn dispatcher_for_tests(
+pub(crate) fn dispatcher_for_tests(
     dir: &std::path::Path,
     pending: Arc<PendingStore>,
     bus: Arc<dyn Bus>,
@@ -525,6 +525,14 @@ fn dispatcher_for_tests(
         1,
         Arc::default(),
     ))
+}
+
+#[cfg(test)]
+impl Dispatcher {
+    /// The runtime its plugins are loaded with, for tests that load more.
+    pub(crate) fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,8 @@ impl HttpState {
         *self.routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routes);
     }
 
-    fn routes(&self) -> Arc<RouteTable> {
+    /// The routes requests are matched against now.
+    pub(crate) fn routes(&self) -> Arc<RouteTable> {
         self.routes
             .read()
             .unwrap_or_else(|e| e.into_inner())

@@ -19,6 +19,8 @@ mod output;
 mod plugin;
 mod registry;
 mod response;
+#[cfg(test)]
+pub(crate) mod test_component;
 mod turns;
 mod warm;
 
